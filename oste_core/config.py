@@ -1,0 +1,189 @@
+"""Typed configuration: every paper setting is a default, everything can be overridden.
+
+`OSTEConfig` is saved next to each run (`config.yaml`) and reloaded by `Predictor` and `--resume`.
+Overrides use dotted keys, e.g. ``model.alpha=0.7`` or ``train.iters=500`` (`apply_overrides`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """The OSTE network and its three enhancement modules (paper defaults)."""
+
+    backbone: str = "efficientnet_lite0"
+    pretrained: str = "auto"  # "auto" (bundled / cached ImageNet weights), a file path, or "none"
+    output_stride: int = 8
+    frozen_bn: bool = True
+    cam_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)  # Eq 2, inference only
+    use_lem: bool = True
+    lem_grids: tuple[int, ...] = (2, 4)  # Eqs 3-5
+    use_maf: bool = True
+    maf_stages: tuple[int, ...] = (3, 4, 5)  # Eqs 6-8, 1-based stage indices
+    maf_dim: int = 64
+    maf_detach_features: bool = True
+    use_fbe: bool = True
+    gamma: float = 4.0  # Eq 10
+    alpha: float = 0.8  # Eq 12
+    baseline_threshold: float = 0.3  # pseudo-labels when FBE is off: plain CAM thresholding
+    crf_backend: str = "auto"  # "pydensecrf", "torch", or "auto"
+    crf_iters: int = 10
+    seg_head_dim: int = 128
+
+
+@dataclass
+class LossConfig:
+    """Weights of Eq 22 and the energy-loss kernel (Eqs 18-21)."""
+
+    w_cls: float = 1.0  # Eq 14
+    w_tile: float = 1.0  # Eq 15
+    w_mae: float = 1.0  # Eq 16
+    w_seg: float = 1.0  # Eq 17
+    w_energy: float = 0.5  # Eqs 18-21
+    sigma_rgb: float = 15.0
+    sigma_xy: float = 100.0
+    energy_scale: float = 0.25  # the energy loss runs on a grid downscaled by this factor
+    energy_chunk: int = 4096
+    seg_warmup_iters: int = 0  # iterations before the segmentation losses switch on
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and augmentation (paper: crop 321, batch 2, 10 000 iterations)."""
+
+    iters: int = 10000
+    batch: int = 2
+    crop: int = 321
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    hflip: bool = True
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    head_lr_mult: float = 10.0
+    grad_clip: float = 10.0
+    amp: bool = True  # bf16 autocast where supported (CUDA only)
+    channels_last: bool = True  # CUDA only
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 2
+    crf_workers: int = 0  # >0: a process pool for the pydensecrf backend
+    max_side: int = 1024  # images are downscaled on load to this longest side
+    checkpoint_every: int = 500
+    log_every: int = 10
+
+
+@dataclass
+class OSTEConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "OSTEConfig":
+        cfg = cls()
+        for section, values in (data or {}).items():
+            for key, value in (values or {}).items():
+                _set(cfg, f"{section}.{key}", value)
+        return cfg
+
+    def save(self, path: str | Path) -> Path:
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+        from oste_core.utils.io import atomic_write_text
+
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix in (".yaml", ".yml"):
+            text = yaml.safe_dump(_plain(data), sort_keys=False)
+        else:
+            text = json.dumps(_plain(data), indent=2)
+        atomic_write_text(path, text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OSTEConfig":
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        return cls.from_dict(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: str, current: Any) -> Any:
+    """Convert a parsed value (YAML scalar/list) to the type of the field."""
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(f"expected a boolean, got {value!r}")
+            return low in ("true", "1", "yes", "on")
+        return bool(value)
+    if isinstance(current, tuple):
+        if isinstance(value, str):
+            value = yaml.safe_load(f"[{value.strip('[]()')}]") if value.strip("[]() ") else []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item_type = float if "float" in annotation else int
+        return tuple(item_type(v) for v in value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, int):
+        return int(value)
+    return str(value)
+
+
+def _set(cfg: OSTEConfig, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise KeyError(f"config key must look like 'section.name', got {dotted!r}")
+    section_name, key = parts
+    section = getattr(cfg, section_name, None)
+    if section is None or not dataclasses.is_dataclass(section):
+        raise KeyError(f"unknown config section {section_name!r} (model, loss, train)")
+    known = {f.name: f for f in fields(section)}
+    if key not in known:
+        raise KeyError(f"unknown config key {dotted!r}; known: {', '.join(sorted(known))}")
+    current = getattr(section, key)
+    try:
+        setattr(section, key, _coerce(value, str(known[key].type), current))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad value for {dotted}: {value!r} ({exc})") from None
+
+
+def apply_overrides(cfg: OSTEConfig, overrides: list[str] | dict[str, Any]) -> OSTEConfig:
+    """Apply ``key=value`` strings (CLI ``--set``) or a ``{key: value}`` dict in place."""
+    items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
+    for key, value in items:
+        if isinstance(value, str) and not isinstance(getattr(_section(cfg, key), key.split(".")[-1], None), (str, tuple)):
+            value = yaml.safe_load(value) if value.strip() else value
+        _set(cfg, key, value)
+    return cfg
+
+
+def _section(cfg: OSTEConfig, dotted: str) -> Any:
+    return getattr(cfg, dotted.split(".")[0], None)
+
+
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ValueError(f"override must be key=value, got {item!r}")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
