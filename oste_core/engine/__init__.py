@@ -1,0 +1,1 @@
+"""Training, inference, evaluation metrics and distributed helpers."""

@@ -1,0 +1,225 @@
+"""Mask export: PASCAL VOC palette PNGs, labelme JSON, CVAT "Segmentation mask 1.1" zip, and
+CAM heatmap PNGs.
+
+`export_masks` writes, under ``out_dir``, ``voc/`` (see `oste_core.export.voc`), ``labelme/``
+(`oste_core.export.labelme`) and ``cvat_segmentation_mask_1.1.zip`` (`oste_core.export.cvat`).
+Masks are exported at each image's own size (after EXIF rotation): a mask predicted on a
+downscaled image is enlarged with nearest neighbour. Before anything is written, every target
+path is checked: existing files raise `ExportExistsError` unless ``overwrite=True``, and a
+target inside a project's ``verified/`` folder (the user's verified masks) raises
+`ExportTargetError`. The items are read into a list first for that check; to stream
+predictions over a very large folder, call `check_export_targets` on the samples first.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from oste_core.data.image_io import ImageLoadError, image_size
+from oste_core.export.cvat import cvat_zip, cvat_zip_path
+from oste_core.export.labelme import labelme_path, write_labelme_json
+from oste_core.export.palette import VOC_PALETTE, colorize, save_palette_png
+from oste_core.export.voc import voc_list_paths, voc_mask_path, write_voc_lists, write_voc_mask
+from oste_core.utils.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from oste_core.data.folder import Sample
+
+FORMATS = ("voc", "labelme", "cvat")
+VERIFIED_DIR = "verified"
+
+__all__ = [
+    "FORMATS",
+    "VOC_PALETTE",
+    "ExportExistsError",
+    "ExportSummary",
+    "ExportTargetError",
+    "check_export_targets",
+    "colorize",
+    "export_masks",
+    "export_targets",
+    "save_heatmap_png",
+    "save_palette_png",
+]
+
+
+class ExportExistsError(FileExistsError):
+    """Some export files already exist and ``overwrite`` was not given; nothing was written."""
+
+    def __init__(self, existing: list[Path]) -> None:
+        self.existing = existing
+        shown = ", ".join(str(p) for p in existing[:5]) + (", ..." if len(existing) > 5 else "")
+        super().__init__(f"{len(existing)} export file(s) already exist ({shown}); nothing was written. "
+                         "Choose another folder or allow overwriting.")
+
+
+class ExportTargetError(ValueError):
+    """The export would write into a project's verified/ folder; nothing was written."""
+
+
+@dataclass
+class ExportSummary:
+    out_dir: Path
+    counts: dict[str, int]  # format -> images exported
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of images not exported
+    problems: list[str] = field(default_factory=list)  # exported, but something looked wrong
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{fmt} {count}" for fmt, count in self.counts.items())
+        lines = [f"exported to {self.out_dir}: {counts} image(s); {len(self.skipped)} skipped"]
+        lines += [f"  skipped: {line}" for line in self.skipped] + [f"  problem: {line}" for line in self.problems]
+        return "\n".join(lines)
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"unknown export format(s) {unknown or list(formats)}; choose from {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(formats))
+
+
+def export_targets(samples: Sequence["Sample"], out_dir: str | Path, formats: Sequence[str]) -> list[Path]:
+    """Every file an export of ``samples`` in ``formats`` would write."""
+    out_dir = Path(out_dir)
+    targets: list[Path] = []
+    for fmt in _check_formats(formats):
+        if fmt == "voc":
+            targets += [voc_mask_path(out_dir, s.stem) for s in samples] + voc_list_paths(out_dir)
+        elif fmt == "labelme":
+            targets += [labelme_path(out_dir, s.stem) for s in samples]
+        else:
+            targets.append(cvat_zip_path(out_dir))
+    return targets
+
+
+def _project_root(sample: "Sample") -> Path:
+    return sample.image_path.parents[sample.rel.count("/")]
+
+
+def check_export_targets(
+    samples: Sequence["Sample"], out_dir: str | Path, formats: Sequence[str], overwrite: bool = False
+) -> list[Path]:
+    """Check an export before writing: unique stems, no verified/ folder, nothing existing
+    (unless ``overwrite``). Returns the target paths."""
+    repeated = sorted(stem for stem, count in Counter(s.stem for s in samples).items() if count > 1)
+    if repeated:
+        raise ValueError(f"images with the same stem cannot be exported together: {', '.join(repeated[:10])}")
+    targets = export_targets(samples, out_dir, formats)
+    protected_dirs = {(_project_root(s) / VERIFIED_DIR).resolve() for s in samples}
+    protected_dirs |= {s.verified_mask.parent.resolve() for s in samples if s.verified_mask is not None}
+    out = Path(out_dir).resolve()
+    for folder in protected_dirs:
+        if out == folder or folder in out.parents:
+            raise ExportTargetError(f"{out_dir}: refusing to export into {folder}, which holds the verified masks")
+    verified = {s.verified_mask.resolve() for s in samples if s.verified_mask is not None}
+    clashing = [t for t in targets if t.resolve() in verified]
+    if clashing:
+        raise ExportTargetError(f"{clashing[0]}: refusing to overwrite a verified mask")
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise ExportExistsError(existing)
+    return targets
+
+
+def _check_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or not mask.size:
+        raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {mask.shape}")
+    if mask.min() < 0 or ((mask > num_classes) & (mask != 255)).any():
+        raise ValueError(f"mask values must be 0..{num_classes} or 255")
+    return mask.astype(np.uint8)
+
+
+def _downscaled_shape(shape: tuple[int, int], longest: int) -> tuple[int, int]:
+    """The shape an image of ``shape`` has once its longest side is ``longest`` (as `load_image` does)."""
+    scale = longest / max(shape)
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def _fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Enlarge (nearest neighbour) a mask predicted on a downscaled image to the image's size."""
+    if mask.shape == shape:
+        return mask
+    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def export_masks(
+    items: Iterable[tuple["Sample", np.ndarray]],
+    out_dir: str | Path,
+    class_names: Sequence[str],
+    formats: Sequence[str] = ("voc",),
+    overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+    image_root: str | Path | None = None,
+) -> ExportSummary:
+    """Export (sample, mask) pairs (mask: (H, W) uint8, 0..K, 255 = unsure) in ``formats``.
+
+    ``image_root`` resolves samples whose ``image_path`` is relative. Images that cannot be read
+    (their size is needed) or masks with bad values are skipped and reported in the summary.
+    """
+    formats = _check_formats(formats)
+    out_dir = Path(out_dir)
+    items = list(items)
+    check_export_targets([sample for sample, _ in items], out_dir, formats, overwrite)
+    summary = ExportSummary(out_dir, {fmt: 0 for fmt in formats})
+    exported: list[str] = []
+    with ExitStack() as stack:
+        add_to_cvat = stack.enter_context(cvat_zip(cvat_zip_path(out_dir), class_names)) if "cvat" in formats else None
+        for done, (sample, mask) in enumerate(items, start=1):
+            image_path = sample.image_path
+            if not image_path.is_absolute() and image_root is not None:
+                image_path = Path(image_root) / image_path
+            try:
+                mask = _check_mask(mask, len(class_names))
+                shape = image_size(image_path)
+            except ImageLoadError as exc:
+                summary.skipped.append(f"{exc} (not exported)")
+            except ValueError as exc:
+                summary.skipped.append(f"{image_path}: {exc} (not exported)")
+            else:
+                expected = _downscaled_shape(shape, max(mask.shape))
+                if abs(expected[0] - mask.shape[0]) > 1 or abs(expected[1] - mask.shape[1]) > 1:
+                    summary.problems.append(f"{image_path}: the mask ({mask.shape[0]}x{mask.shape[1]}) does not "
+                                            f"have the image's proportions ({shape[0]}x{shape[1]}); stretched to fit")
+                mask = _fit_mask(mask, shape)
+                if "voc" in formats:
+                    summary.written.append(write_voc_mask(out_dir, sample.stem, mask))
+                if "labelme" in formats:
+                    summary.written.append(write_labelme_json(
+                        labelme_path(out_dir, sample.stem), mask, class_names, sample.tags, image_path))
+                if add_to_cvat is not None:
+                    add_to_cvat(sample.stem, mask)
+                exported.append(sample.stem)
+                for fmt in formats:
+                    summary.counts[fmt] += 1
+            if on_progress is not None:
+                on_progress(done, len(items))
+    if "voc" in formats:
+        summary.written += write_voc_lists(out_dir, class_names, exported)
+    if "cvat" in formats:
+        summary.written.append(cvat_zip_path(out_dir))
+    return summary
+
+
+def save_heatmap_png(path: str | Path, cam: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.5) -> Path:
+    """Write a CAM (H, W) in [0, 1] as a JET heatmap PNG, blended over ``image`` (RGB) if given, atomically."""
+    cam = np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0)
+    if cam.ndim != 2:
+        raise ValueError(f"a CAM must be 2-D (H, W), got shape {cam.shape}")
+    heat = cv2.applyColorMap(np.rint(np.clip(cam, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    if image is not None:
+        image_bgr = cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+        if heat.shape[:2] != image_bgr.shape[:2]:
+            heat = cv2.resize(heat, (image_bgr.shape[1], image_bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
+        heat = cv2.addWeighted(image_bgr, 1 - alpha, heat, alpha, 0)
+    ok, encoded = cv2.imencode(".png", heat)
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    return atomic_write_bytes(path, encoded.tobytes())
