@@ -1,0 +1,93 @@
+"""Gaussian-kernel energy loss (paper Eqs 18-21): a dense-CRF regulariser on the segmentation output.
+
+Eq 21 (the Potts form of Eqs 18-19, as in Tang et al., "On regularized losses for weakly-supervised
+CNN segmentation", ECCV 2018, and RRM) for one image with segmentation probabilities S:
+
+    E = (1 / W) * sum_k sum_{i != j} G(i, j) * S_k(i) * (1 - S_k(j))
+    G(i, j) = exp(-|p_i - p_j|^2 / (2 sigma_xy^2) - |I_i - I_j|^2 / (2 sigma_rgb^2))      (Eq 20)
+
+over the valid (non-padding) pixels of a grid: the image area-downscaled by ``scale``, with positions
+p in original-image pixels so ``sigma_xy`` keeps its meaning (paper: sigma_xy 100, sigma_rgb 15).
+Normalisation (Eq 20's 1/W): W = sum_{i != j} G(i, j), so E is the kernel-weighted probability that
+two pixels disagree, in [0, 1] whatever the grid size; the loss is the mean of E over the images that
+have at least two valid grid pixels. The diagonal i == j is excluded (a pixel is not its own neighbour).
+
+Exact dense computation over the grid in pure PyTorch: rows of G are built ``chunk`` at a time and
+never stored, so memory is O(chunk * N) in the forward and O(N * C) kept for the backward, which uses
+the closed form dE/dS_k(m) = (G_m - 2 (G S_k)(m)) / W (G symmetric; G_m the row sum).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def energy_loss(seg_probs: Tensor, images_uint8: Tensor, valid: Tensor | None, sigma_rgb: float = 15.0,
+                sigma_xy: float = 100.0, scale: float = 0.25, chunk: int = 4096) -> Tensor:
+    """Mean normalised energy (Eq 21) of softmax probabilities ``(B, C, h, w)`` given ``(B, 3, H, W)`` uint8 images.
+
+    ``valid`` ``(B, H, W)`` bool (None: every pixel) excludes padding; a grid cell is valid when at least
+    half of the pixels it covers are.
+    """
+    if seg_probs.dim() != 4 or images_uint8.dim() != 4 or images_uint8.shape[1] != 3:
+        raise ValueError(f"energy loss expects probabilities (B, C, h, w) and images (B, 3, H, W); got "
+                         f"{tuple(seg_probs.shape)} and {tuple(images_uint8.shape)}")
+    if seg_probs.shape[0] != images_uint8.shape[0]:
+        raise ValueError(f"energy loss: batch sizes differ ({seg_probs.shape[0]} vs {images_uint8.shape[0]})")
+    if not 0.0 < scale <= 1.0 or chunk < 1:
+        raise ValueError(f"energy loss needs 0 < scale <= 1 and chunk >= 1, got scale={scale}, chunk={chunk}")
+    batch, _, height, width = images_uint8.shape
+    grid = (max(1, round(height * scale)), max(1, round(width * scale)))
+    dtype = torch.float64 if seg_probs.dtype == torch.float64 else torch.float32
+    device = seg_probs.device
+    with torch.autocast(device_type=device.type, enabled=False):
+        probs = seg_probs.to(dtype)
+        if tuple(probs.shape[2:]) != grid:
+            probs = F.interpolate(probs, size=grid, mode="bilinear", align_corners=False)
+        colours = F.interpolate(images_uint8.to(device, dtype), size=grid, mode="area")
+        if valid is None:
+            cells_valid = torch.ones(batch, *grid, dtype=torch.bool, device=device)
+        else:
+            cells_valid = F.interpolate(valid.to(device, dtype)[:, None], size=grid, mode="area")[:, 0] >= 0.5
+        ys = (torch.arange(grid[0], device=device, dtype=dtype) + 0.5) * (height / grid[0]) - 0.5
+        xs = (torch.arange(grid[1], device=device, dtype=dtype) + 0.5) * (width / grid[1]) - 0.5
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        positions = torch.stack([yy, xx]).reshape(2, -1) / sigma_xy
+        energies = []
+        for b in range(batch):
+            keep = cells_valid[b].reshape(-1)
+            if int(keep.sum()) < 2:
+                continue
+            features = torch.cat([positions, colours[b].reshape(3, -1) / sigma_rgb])[:, keep].T.contiguous()
+            cell_probs = probs[b].reshape(probs.shape[1], -1)[:, keep].T
+            energies.append(_PottsEnergy.apply(cell_probs, features, chunk))
+    if not energies:
+        return seg_probs.sum() * 0.0
+    return torch.stack(energies).mean()
+
+
+class _PottsEnergy(torch.autograd.Function):
+    """E = sum_k sum_{i != j} G_ij S_ik (1 - S_jk) / W for S (N, C) and features (N, d) scaled by sigma."""
+
+    @staticmethod
+    def forward(ctx, probs: Tensor, features: Tensor, chunk: int) -> Tensor:
+        filtered = torch.empty_like(probs)
+        row_sums = torch.empty(probs.shape[0], dtype=probs.dtype, device=probs.device)
+        norms = features.square().sum(dim=1)
+        for start in range(0, probs.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            distances = (norms[rows, None] + norms[None] - 2.0 * features[rows] @ features.T).clamp_min(0.0)
+            kernel = torch.exp(-0.5 * distances)
+            own = torch.arange(kernel.shape[0], device=kernel.device)
+            kernel[own, own + start] = 0.0  # no i == j term
+            filtered[rows] = kernel @ probs
+            row_sums[rows] = kernel.sum(dim=1)
+        total = row_sums.sum().clamp_min(torch.finfo(probs.dtype).tiny)
+        ctx.save_for_backward(filtered, row_sums, total)
+        return (probs * (row_sums[:, None] - filtered)).sum() / total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        filtered, row_sums, total = ctx.saved_tensors
+        return grad * (row_sums[:, None] - 2.0 * filtered) / total, None, None

@@ -1,0 +1,60 @@
+"""Total loss (Eq 22): L = w_cls L_cls + w_tile L_tile + w_mae L_mae + w_seg L_seg + w_energy L_energy.
+
+Eq 14 (image classification), Eq 15 (LEM tile classification), Eq 16 (+ the MAF term, see ``mae``),
+Eq 17 (pseudo-label cross-entropy) and Eqs 18-21 (energy loss of the segmentation probabilities, in
+``oste_core.losses.energy``). The weights come from ``LossConfig``. For the first
+``seg_warmup_iters`` iterations the two segmentation losses are off; they are then 0 * (sum of the
+segmentation logits), which keeps the head in the autograd graph so DDP sees no unused parameters.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from oste_core.config import LossConfig
+
+from .classification import classification_loss, tile_classification_loss
+from .energy import energy_loss
+from .mae import mae_loss
+from .seg import IGNORE_INDEX, segmentation_loss
+
+LOSS_KEYS = ("cls", "tile", "mae", "seg", "energy", "total")
+
+
+def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iteration: int) -> dict[str, Tensor]:
+    """All terms of Eq 22 for one training step; switched-off terms are zero tensors.
+
+    ``out`` is ``OSTEModel.forward``'s dict; ``batch`` has "tags" (B, K) multi-hot, "image_uint8"
+    (B, 3, H, W) uint8 and "valid" (B, H, W) bool; ``pseudo`` (B, H, W) long holds the pseudo-labels
+    (verified masks already substituted) with 255 = ignore. Pixels outside ``valid`` are ignored too.
+    """
+    seg_logits = out["seg_logits"]
+    device = seg_logits.device
+    tags = batch["tags"].to(device).float()
+    valid = batch["valid"].to(device).bool()
+    losses = {
+        "cls": classification_loss(out["logits"], tags),
+        "tile": tile_classification_loss(out.get("tile_logits") or {}, tags),
+        "mae": mae_loss(out, tags),
+    }
+    zero = torch.zeros((), device=device)
+    if iteration >= cfg.seg_warmup_iters:
+        labels = pseudo.to(device).long().masked_fill(~valid, IGNORE_INDEX)
+        losses["seg"] = segmentation_loss(seg_logits, labels)
+        losses["energy"] = zero
+        if cfg.w_energy > 0:
+            losses["energy"] = energy_loss(
+                torch.softmax(seg_logits.float(), dim=1),
+                batch["image_uint8"].to(device),
+                valid,
+                cfg.sigma_rgb,
+                cfg.sigma_xy,
+                cfg.energy_scale,
+                cfg.energy_chunk,
+            )
+    else:
+        losses["seg"] = seg_logits.float().sum() * 0.0
+        losses["energy"] = zero
+    weights = {"cls": cfg.w_cls, "tile": cfg.w_tile, "mae": cfg.w_mae, "seg": cfg.w_seg, "energy": cfg.w_energy}
+    losses["total"] = sum(weights[key] * losses[key] for key in weights)
+    return losses

@@ -1,0 +1,104 @@
+"""Multilevel Activation Fusion, MAF (Eqs 6-8).
+
+Eq 6 is non-local attention y_i = 1/C(x) sum_j f(x_i, x_j) g(x_j). MAF builds x from several backbone
+stages (default 3, 4, 5): each stage is projected by a 1x1 conv (+ GroupNorm, ReLU) to ``dim``
+channels, resized to the CAM resolution and concatenated. Eq 7 scores pixel pairs by the cosine
+similarity of two 1x1 convs, f(x_i, x_j) = cos(theta(x_i), phi(x_j)); ReLU (not softmax) removes the
+negative scores and each row is divided by its sum (+eps), so every pixel gets a convex combination
+of the others. Eq 8 propagates the LEM merged CAMs with this affinity and adds the CAM:
+
+    enhanced = (CAM + A . g(sum_n w_n M_1/n)) / 2
+
+Choices the paper leaves open, following SEAM's PCM (which is this same block):
+- g is the identity on the K CAM channels: a learned 1x1 g would mix classes, and the enhanced CAM
+  must stay one map per class for FBE; nothing would supervise g to keep classes apart.
+- The per-grid weights w_n are fixed and equal (1 / number of grids): A is linear, so the weighted
+  merged CAMs are propagated in one product; learnable weights had no loss that would set them well.
+- The sum with the CAM is halved (an average) so the enhanced CAM stays on the CAM's scale; FBE
+  min-max normalises each class anyway (Eq 9), so this changes no pseudo-label.
+- Without LEM the CAM itself is propagated (SEAM: A . CAM).
+- Backbone features are detached by default (``detach_features``, SEAM's PCM does so) so the affinity
+  cannot distort the features the classifier relies on.
+- theta/phi are trained by an L1 term between the enhanced CAM and the mean merged CAM
+  (M_merge / number of grids; the CAM without LEM) inside the Eq 16 loss (``oste_core.losses.mae``):
+  none of Eqs 14-17 touches the enhanced CAM, and SEAM likewise trains PCM with an L1 loss.
+- phi starts as a copy of theta, so the initial affinity is a true symmetric cosine similarity whose
+  diagonal is 1 (no pixel starts with an empty row).
+- Similarity, normalisation and propagation run in float32 (outside autocast). Above ``max_pixels``
+  CAM pixels (large images at inference) the affinity is computed on an area-downsampled grid and
+  its propagation upsampled back, bounding its memory to max_pixels^2 floats per image.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cam import resize_maps
+from .seg_head import group_norm
+
+EPS = 1e-5
+
+
+class MultilevelActivationFusion(nn.Module):
+    """MAF: affinity from fused multi-stage features, propagating the merged CAMs (Eq 8)."""
+
+    def __init__(
+        self,
+        stage_channels: Sequence[int],
+        dim: int = 64,
+        detach_features: bool = True,
+        max_pixels: int = 64 * 64,
+    ) -> None:
+        super().__init__()
+        self.detach_features = detach_features
+        self.max_pixels = max_pixels
+        self.projections = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, dim, 1, bias=False), group_norm(dim), nn.ReLU(inplace=True))
+            for channels in stage_channels
+        )
+        self.theta = nn.Conv2d(dim * len(stage_channels), dim, 1, bias=False)
+        self.phi = nn.Conv2d(dim * len(stage_channels), dim, 1, bias=False)
+        with torch.no_grad():
+            self.phi.weight.copy_(self.theta.weight)
+
+    def fuse_features(self, stage_features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
+        """x of Eq 8: projected stage features at ``size``, concatenated -> (B, S*dim, h, w)."""
+        if len(stage_features) != len(self.projections):
+            raise ValueError(f"MAF expects {len(self.projections)} stage features, got {len(stage_features)}")
+        fused = []
+        for features, projection in zip(stage_features, self.projections):
+            if self.detach_features:
+                features = features.detach()
+            fused.append(projection(resize_maps(features, size)))
+        return torch.cat(fused, dim=1)
+
+    def affinity(self, fused: Tensor) -> Tensor:
+        """Eq 7 + ReLU + row normalisation: (B, N, N) float32, A[b, i, j] >= 0, rows sum to 1."""
+        query = F.normalize(self.theta(fused).flatten(2).float(), dim=1, eps=EPS)
+        key = F.normalize(self.phi(fused).flatten(2).float(), dim=1, eps=EPS)
+        with torch.autocast(device_type=fused.device.type, enabled=False):
+            scores = F.relu(torch.bmm(query.transpose(1, 2), key))
+            return scores / (scores.sum(dim=2, keepdim=True) + EPS)
+
+    def propagate(self, fused: Tensor, maps: Tensor) -> Tensor:
+        """A . maps for maps (B, K, h, w) at the resolution of ``fused``; float32 result."""
+        height, width = maps.shape[-2:]
+        if height * width > self.max_pixels:
+            factor = math.sqrt(self.max_pixels / (height * width))
+            small = (max(1, int(height * factor)), max(1, int(width * factor)))
+            propagated = self.propagate(F.adaptive_avg_pool2d(fused, small), F.adaptive_avg_pool2d(maps, small))
+            return resize_maps(propagated, (height, width))
+        aff = self.affinity(fused)
+        with torch.autocast(device_type=maps.device.type, enabled=False):
+            propagated = torch.bmm(maps.flatten(2).float(), aff.transpose(1, 2))
+        return propagated.reshape(maps.shape[0], maps.shape[1], height, width)
+
+    def forward(self, stage_features: Sequence[Tensor], cam: Tensor, merged_cams: Sequence[Tensor] = ()) -> Tensor:
+        """Enhanced CAM (B, K, h, w), float32: (CAM + A . mean(merged CAMs or [CAM])) / 2."""
+        fused = self.fuse_features(stage_features, tuple(cam.shape[-2:]))
+        source = torch.stack(list(merged_cams)).mean(dim=0) if merged_cams else cam
+        return (cam.float() + self.propagate(fused, source)) / 2
