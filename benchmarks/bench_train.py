@@ -1,0 +1,131 @@
+"""Training throughput and step-time breakdown (prints a table; not a test).
+
+Runs the real `Trainer` (exactly what `oste train` and the GUI's worker run) on a synthetic folder
+and reports images/s plus the mean time of each phase of a step: data, forward (backbone + LEM +
+MAF + seg head), pseudo-labels (FBE + CRF), losses (incl. energy), backward + optimizer. The
+forward is split further by timing the forward with LEM / MAF switched off, and the energy loss
+is timed alone.
+
+    python benchmarks/bench_train.py --device cuda --backbone resnet50 --batch 8 --crop 321
+    python benchmarks/bench_train.py --device cpu --iters 6 --batch 8 --crop 321
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from oste_core.config import OSTEConfig, apply_overrides
+from oste_core.data import write_demo_data
+from oste_core.engine.trainer import Trainer
+from oste_core.losses.energy import energy_loss
+from oste_core.models import OSTEModel
+from oste_core.utils.device import device_description, pick_device
+
+
+def train_phases(data: Path, args, overrides: dict) -> tuple[float, dict[str, float]]:
+    cfg = OSTEConfig()
+    apply_overrides(cfg, {"train.iters": args.warmup + args.iters, "train.batch": args.batch,
+                          "train.crop": args.crop, "train.device": args.device, "train.workers": args.workers,
+                          "train.checkpoint_every": 0, "train.log_every": 1,
+                          "model.backbone": args.backbone, "model.pretrained": args.pretrained,
+                          "model.crf_backend": args.crf, **overrides})
+    trainer = Trainer(cfg, data, Path(tempfile.mkdtemp()), profile_phases=True)
+
+    def drop_warmup(event) -> None:  # cudnn autotuning and allocator growth stay out of the means
+        if event.kind == "progress" and event.iteration == args.warmup:
+            trainer.timer.reset()
+
+    trainer.on_event = drop_warmup
+    trainer.run()
+    means = trainer.timer.means()
+    return args.batch / sum(means.values()), means
+
+
+def forward_ms(args, device: torch.device, **switches) -> float:
+    cfg = OSTEConfig()
+    apply_overrides(cfg, {"model.backbone": args.backbone, "model.pretrained": args.pretrained, **switches})
+    model = OSTEModel(cfg.model, num_classes=5).to(device).train()
+    x = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    times = []
+    for i in range(args.warmup + args.iters):
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None), torch.no_grad():
+            model(x)
+        _sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return 1000 * sum(times) / len(times)
+
+
+def energy_ms(args, device: torch.device) -> float:
+    cfg = OSTEConfig().loss
+    probs = torch.softmax(torch.randn(args.batch, 6, args.crop // 8 + 1, args.crop // 8 + 1, device=device), 1)
+    probs.requires_grad_(True)
+    images = torch.randint(0, 255, (args.batch, 3, args.crop, args.crop), dtype=torch.uint8, device=device)
+    valid = torch.ones(args.batch, args.crop, args.crop, dtype=torch.bool, device=device)
+    times = []
+    for i in range(args.warmup + args.iters):
+        _sync(device)
+        start = time.perf_counter()
+        energy_loss(probs, images, valid, cfg.sigma_rgb, cfg.sigma_xy, cfg.energy_scale, cfg.energy_chunk).backward()
+        _sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return 1000 * sum(times) / len(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--pretrained", default="auto", help="'none' for the ResNets when offline")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=321)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--crf", default="auto", help="CRF backend: auto, torch, pydensecrf")
+    parser.add_argument("--images", type=int, default=64)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    args.device = str(device)
+    data = write_demo_data(Path(tempfile.mkdtemp()) / "data", n=args.images, size=max(args.crop, 128), seed=0)
+
+    images_per_s, phases = train_phases(data, args, {})
+    step_ms = 1000 * sum(phases.values())
+    full = forward_ms(args, device)
+    no_lem = forward_ms(args, device, **{"model.use_lem": False})
+    no_lem_maf = forward_ms(args, device, **{"model.use_lem": False, "model.use_maf": False})
+    energy = energy_ms(args, device)
+
+    print(f"\nbench_train: {args.backbone}, batch {args.batch}, crop {args.crop}, {device_description(device)}, "
+          f"torch {torch.__version__}, CRF {args.crf}")
+    print(f"full OSTE training: {images_per_s:.1f} images/s, {step_ms:.0f} ms/step\n")
+    print(f"| {'phase':<38} | {'ms/step':>9} | {'share':>6} |")
+    print(f"| {'-' * 38} | {'-' * 9}:| {'-' * 6}:|")
+    for name, seconds in phases.items():
+        print(f"| {name:<38} | {1000 * seconds:9.1f} | {100 * seconds * 1000 / step_ms:5.1f}% |")
+    print("\nforward split (no-grad forward, same batch):")
+    print(f"| {'part':<38} | {'ms':>9} |")
+    print(f"| {'-' * 38} | {'-' * 9}:|")
+    print(f"| {'backbone + CAM + seg head':<38} | {no_lem_maf:9.1f} |")
+    print(f"| {'MAF (affinity + propagation)':<38} | {no_lem - no_lem_maf:9.1f} |")
+    print(f"| {'LEM (2x2 + 4x4 tiles)':<38} | {full - no_lem:9.1f} |")
+    print(f"| {'energy loss fwd+bwd (alone)':<38} | {energy:9.1f} |")
+    pseudo_share = phases.get("pseudo_labels", 0.0) * 1000 / step_ms
+    print(f"\npseudo-labels (FBE + CRF) share of step time: {100 * pseudo_share:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

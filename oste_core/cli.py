@@ -1,0 +1,331 @@
+"""`oste`: the headless command line (demo data, train, predict, eval, export, info).
+
+Errors print one line naming the file and the problem and exit non-zero; ``--debug`` shows tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  oste demo-data demo --n 200 --size 128 --seed 0
+  oste train demo --out runs/demo --iters 300 --batch 8 --crop 128
+  oste train VOCdevkit/VOC2012 --out runs/voc --backbone resnet50 --set model.alpha=0.8
+  torchrun --nproc_per_node 4 -m oste_core.cli train data --out runs/ddp --batch 16
+  oste train demo --out runs/demo --iters 600 --resume
+  oste eval runs/demo demo --json runs/demo/eval.json
+  oste predict runs/demo demo --out predictions --cams
+  oste export runs/demo demo --out exports --format voc,labelme,cvat --what pseudo
+  oste info
+"""
+
+
+class CliError(RuntimeError):
+    """A user-facing error with a one-line message."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oste", description="OSTE Studio: pixel masks from image-level tags (headless).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="write the synthetic demo project (native layout + masks/)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--n", type=int, default=200, help="number of images (default 200)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", help="train OSTE on a labelled folder (native, VOC or subfolder-per-class)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="run folder (config, checkpoints, model, logs)")
+    p.add_argument("--iters", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--backbone", help="efficientnet_lite0 (default, offline weights), resnet38, resnet50, resnet101")
+    p.add_argument("--device", help="auto (default), cuda, cuda:1, mps, cpu")
+    p.add_argument("--config", type=Path, help="start from a saved config.yaml / .json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. model.alpha=0.7 train.lr=0.005 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+    p = sub.add_parser("predict", help="write pseudo-labels, segmentation and confidence for a folder")
+    p.add_argument("run", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cams", action="store_true", help="also write CAM heatmap PNGs per tagged class")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("eval", help="mIoU of CAMs, pseudo-labels and segmentation against ground-truth masks")
+    p.add_argument("run", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("export", help="export masks as VOC palette PNGs, labelme JSON or a CVAT zip")
+    p.add_argument("run", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--format", default="voc", help="comma-separated: voc,labelme,cvat (default voc)")
+    p.add_argument("--what", choices=("pseudo", "seg"), default="pseudo", help="pseudo-labels or segmentation")
+    p.add_argument("--ignore-verified", action="store_true",
+                   help="export predictions even where a user-verified mask exists (default: verified wins)")
+    p.add_argument("--cams", action="store_true", help="also write CAM heatmap PNGs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("demo", help="headless demo: demo data, a short training, evaluation and export")
+    p.add_argument("--out", type=Path, default=Path("oste-demo"))
+    p.add_argument("--iters", type=int, default=300)
+
+    sub.add_parser("info", help="versions, the device that would be used, available CRF backends")
+    return parser
+
+
+# ------------------------------------------------------------------ commands
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from oste_core.data import write_demo_data
+
+    path = write_demo_data(args.out, n=args.n, size=args.size, seed=args.seed)
+    print(f"wrote {args.n} demo images to {path}")
+    return 0
+
+
+def build_config(args: argparse.Namespace):
+    from oste_core.config import OSTEConfig, apply_overrides
+
+    cfg = OSTEConfig.load(args.config) if args.config else OSTEConfig()
+    direct = {"train.iters": args.iters, "train.batch": args.batch, "train.crop": args.crop,
+              "model.backbone": args.backbone, "train.device": args.device}
+    apply_overrides(cfg, {k: v for k, v in direct.items() if v is not None})
+    apply_overrides(cfg, args.set)
+    return cfg
+
+
+def train_with_progress(cfg, data: Path, out: Path, resume: bool = False) -> Path:
+    """Run the Trainer with a tqdm bar (rank 0 only); Ctrl+C stops cleanly with a checkpoint."""
+    from tqdm import tqdm
+
+    from oste_core.engine.trainer import Trainer
+
+    bar = tqdm(total=cfg.train.iters, unit="it", dynamic_ncols=True, disable=None)
+
+    def on_event(event) -> None:
+        if event.kind == "start":
+            bar.reset(total=event.total)
+            bar.update(event.iteration)
+            tqdm.write(event.message)
+        elif event.kind == "progress":
+            bar.update(event.iteration - bar.n)
+            bar.set_postfix(loss=f"{event.losses.get('total', 0):.3f}", img_s=f"{event.images_per_s:.1f}")
+        elif event.kind in ("log", "checkpoint", "cancelled", "done"):
+            if event.kind == "done" and event.timings:
+                total = sum(event.timings.values()) or 1.0
+                shares = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in event.timings.items())
+                tqdm.write(f"step time: {shares}")
+            tqdm.write(event.message)
+
+    trainer = Trainer(cfg, data, out, on_event=on_event)
+    try:
+        return trainer.run(resume=resume)
+    finally:
+        bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    run = train_with_progress(cfg, args.data, args.out, resume=args.resume)
+    print(f"run folder: {run}")
+    return 0
+
+
+def _open(data: Path):
+    from oste_core.data import open_folder, validate_images
+
+    folder = open_folder(data)
+    for problem in validate_images(folder):
+        print(f"skipped: {problem}", file=sys.stderr)
+    return folder
+
+
+def _predictions(run: Path, data: Path, device: str, desc: str):
+    from tqdm import tqdm
+
+    from oste_core.engine.predictor import Predictor
+
+    predictor = Predictor.from_run(run, device=device)
+    folder = _open(data)
+    _check_classes(predictor.class_names, folder.class_names, data)
+    bar = tqdm(total=len(folder.samples), desc=desc, unit="img", disable=None)
+    for sample, prediction in predictor.predict_folder(folder, on_progress=lambda done, total: bar.update(1)):
+        yield folder, predictor, sample, prediction
+    bar.close()
+    for problem in predictor.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+
+
+def _check_classes(run_classes: list[str], data_classes: list[str], data: Path) -> None:
+    if run_classes != data_classes:
+        raise CliError(f"{data}: classes {data_classes} differ from the run's {run_classes}")
+
+
+def _write_cams(out: Path, sample, prediction, class_names: list[str], image) -> None:
+    from oste_core.export import save_heatmap_png
+
+    for k in prediction.tags:
+        name = class_names[k - 1]
+        for layer in ("cam", "merged_cam", "enhanced_cam"):
+            save_heatmap_png(out / "cams" / f"{sample.stem}_{name}_{layer}.png", getattr(prediction, layer)[k - 1], image)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from oste_core.data import load_image
+    from oste_core.export import save_palette_png
+    from oste_core.utils.io import atomic_write_text
+
+    out = args.out
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CliError(f"{out}: folder is not empty; pass --overwrite to replace its predictions")
+    rows = ["image,uncertainty,mean_confidence"]
+    for folder, predictor, sample, prediction in _predictions(args.run, args.data, args.device, "predict"):
+        save_palette_png(out / "pseudo" / f"{sample.stem}.png", prediction.pseudo_label)
+        save_palette_png(out / "seg" / f"{sample.stem}.png", prediction.seg)
+        rows.append(f"{sample.rel},{prediction.uncertainty:.4f},{prediction.confidence.mean():.4f}")
+        if args.cams:
+            _write_cams(out, sample, prediction, predictor.class_names,
+                        load_image(sample.image_path, max_side=predictor.max_side))
+    atomic_write_text(out / "summary.csv", "\n".join(rows) + "\n")
+    print(f"wrote {len(rows) - 1} predictions to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from oste_core.engine.run_eval import evaluate_run, format_report
+    from oste_core.engine.predictor import Predictor
+    from oste_core.utils.io import atomic_write_text
+    from tqdm import tqdm
+
+    predictor = Predictor.from_run(args.run, device=args.device)
+    folder = _open(args.data)
+    _check_classes(predictor.class_names, folder.class_names, args.data)
+    with tqdm(total=len(folder.samples), desc="eval", unit="img", disable=None) as bar:
+        report = evaluate_run(predictor, folder, on_progress=lambda done, total: bar.update(1))
+    print(format_report(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from oste_core.data import load_image, load_mask
+    from oste_core.export import export_masks
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    unknown = set(formats) - {"voc", "labelme", "cvat"}
+    if unknown:
+        raise CliError(f"unknown export format(s) {', '.join(sorted(unknown))}; use voc, labelme, cvat")
+    items, class_names = [], None
+    for folder, predictor, sample, prediction in _predictions(args.run, args.data, args.device, "predict"):
+        class_names = predictor.class_names
+        mask = prediction.pseudo_label if args.what == "pseudo" else prediction.seg
+        if sample.verified_mask is not None and not args.ignore_verified:
+            mask = load_mask(sample.verified_mask, shape=mask.shape)
+        items.append((sample, mask))
+        if args.cams:
+            _write_cams(args.out, sample, prediction, class_names,
+                        load_image(sample.image_path, max_side=predictor.max_side))
+    if class_names is None:
+        raise CliError(f"{args.data}: no readable images to export")
+    summary = export_masks(items, args.out, class_names, formats=formats, overwrite=args.overwrite,
+                           image_root=args.data)
+    print(summary)
+    return 0
+
+
+def crf_backends() -> list[str]:
+    """CRF backends that work here: the exact CPU one needs the pydensecrf extension."""
+    backends = []
+    try:
+        import pydensecrf.densecrf  # noqa: F401
+
+        backends.append("pydensecrf")
+    except ImportError:
+        pass
+    backends.append("torch")
+    return backends
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from oste_core.engine.trainer import package_versions
+    from oste_core.models.backbones import available_backbones
+    from oste_core.utils.device import device_description, pick_device
+
+    for name, value in package_versions().items():
+        print(f"{name:>14}: {value}")
+    print(f"{'device':>14}: {device_description(pick_device('auto'))}")
+    print(f"{'crf backends':>14}: {', '.join(crf_backends())}")
+    print(f"{'backbones':>14}: {', '.join(available_backbones())}")
+    return 0
+
+
+def run_headless_demo(out_dir: str | Path, iters: int = 300) -> int:
+    """What `oste-gui --demo` does without a display: demo data, train, evaluate, export."""
+    from oste_core.config import OSTEConfig, apply_overrides
+    from oste_core.engine.predictor import Predictor
+    from oste_core.engine.run_eval import evaluate_run, format_report
+    from oste_core.export import export_masks
+
+    out = Path(out_dir)
+    data = out / "data"
+    if not (data / "tags.csv").exists():
+        from oste_core.data import write_demo_data
+
+        write_demo_data(data, n=120, size=96, seed=0)
+        print(f"demo project written to {data}")
+    cfg = OSTEConfig()
+    apply_overrides(cfg, {"train.iters": iters, "train.batch": 8, "train.crop": 96, "train.workers": 0,
+                          "train.log_every": 10, "train.checkpoint_every": 100})
+    run = train_with_progress(cfg, data, out / "run")
+    predictor = Predictor.from_run(run)
+    folder = _open(data)
+    report = evaluate_run(predictor, folder)
+    print(format_report(report))
+    items = [(s, p.pseudo_label) for s, p in predictor.predict_folder(folder)]
+    summary = export_masks(items, out / "export", predictor.class_names, formats=("voc", "labelme"),
+                           overwrite=True, image_root=data)
+    print(summary)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_headless_demo(args.out, iters=args.iters)
+
+
+COMMANDS = {"demo-data": cmd_demo_data, "train": cmd_train, "predict": cmd_predict, "eval": cmd_eval,
+            "export": cmd_export, "info": cmd_info, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("oste: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI contract: one line, non-zero exit
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"oste: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

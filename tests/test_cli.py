@@ -1,0 +1,102 @@
+"""The `oste` command line contract: real commands on a tiny synthetic project."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oste_core.cli import main
+from oste_core.data import load_mask, open_folder
+
+TINY = ["--iters", "3", "--batch", "2", "--crop", "64", "--device", "cpu",
+        "--set", "train.workers=0", "--set", "model.cam_scales=1.0", "--set", "model.crf_backend=torch",
+        "--set", "model.crf_iters=3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_folder):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", str(demo_folder), "--out", str(run), *TINY]) == 0
+    return run
+
+
+def test_demo_data_is_a_native_folder_with_masks(tmp_path, capsys):
+    assert main(["demo-data", str(tmp_path / "d"), "--n", "5", "--size", "48", "--seed", "3"]) == 0
+    folder = open_folder(tmp_path / "d")
+    assert len(folder.samples) == 5 and all(s.gt_mask for s in folder.samples)
+    assert "5 demo images" in capsys.readouterr().out
+
+
+def test_train_saves_overrides_and_resume_extends(trained, demo_folder):
+    from oste_core.config import OSTEConfig
+
+    cfg = OSTEConfig.load(trained / "config.yaml")
+    assert (cfg.train.iters, cfg.train.crop, cfg.model.crf_backend) == (3, 64, "torch")
+    assert main(["train", str(demo_folder), "--out", str(trained), *TINY, "--resume",
+                 "--iters", "4"]) == 0
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["iteration"] == 4
+
+
+def test_eval_prints_a_table_and_writes_json(trained, demo_folder, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(trained), str(demo_folder), "--json", str(out), "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    for key in ("cam_miou", "pseudo_miou", "pseudo_coverage", "seg_miou"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert "background" in report["per_class"]
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_predict_and_export_formats(trained, demo_folder, tmp_path):
+    pred = tmp_path / "pred"
+    assert main(["predict", str(trained), str(demo_folder), "--out", str(pred), "--cams", "--device", "cpu"]) == 0
+    stems = [s.stem for s in open_folder(demo_folder).samples]
+    assert sorted(p.stem for p in (pred / "pseudo").glob("*.png")) == sorted(stems)
+    assert list((pred / "cams").glob("*.png"))
+    export = tmp_path / "export"
+    args = ["export", str(trained), str(demo_folder), "--out", str(export), "--format", "voc,labelme,cvat",
+            "--what", "seg", "--device", "cpu"]
+    assert main(args) == 0
+    assert len(list(export.rglob("*.json"))) == len(stems)
+    assert list(export.rglob("*.zip"))
+    png = next(p for p in export.rglob("*.png") if p.stem == stems[0])
+    assert Image.open(png).mode == "P"
+    assert main(args) == 1  # an existing export is never overwritten without --overwrite
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_export_uses_verified_masks(trained, demo_folder, tmp_path):
+    import shutil
+
+    from oste_core.export import save_palette_png
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_folder, data)
+    sample = open_folder(data).samples[0]
+    verified = np.zeros((64, 64), np.uint8)
+    verified[10:30, 10:30] = 1
+    save_palette_png(data / "verified" / f"{sample.stem}.png", verified)
+    export = tmp_path / "export"
+    assert main(["export", str(trained), str(data), "--out", str(export), "--device", "cpu"]) == 0
+    png = next(p for p in export.rglob("*.png") if p.stem == sample.stem)
+    assert np.array_equal(load_mask(png), verified)
+
+
+def test_errors_are_one_line_and_non_zero(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "empty" in err and "Traceback" not in err
+    assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "r"), "--set", "model.nope=1"]) == 1
+    assert "model.nope" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing-run"), str(tmp_path)]) == 1
+    assert "missing-run" in capsys.readouterr().err
+
+
+def test_info_names_device_and_crf_backends(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "CPU" in out and "pydensecrf" in out
