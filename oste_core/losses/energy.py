@@ -74,11 +74,14 @@ class _PottsEnergy(torch.autograd.Function):
     def forward(ctx, probs: Tensor, features: Tensor, chunk: int) -> Tensor:
         filtered = torch.empty_like(probs)
         row_sums = torch.empty(probs.shape[0], dtype=probs.dtype, device=probs.device)
-        norms = features.square().sum(dim=1)
+        # -|f_i - f_j|^2 / 2 = f_i.f_j - |f_i|^2 / 2 - |f_j|^2 / 2: one product of augmented rows per chunk
+        half_norms = 0.5 * features.square().sum(dim=1, keepdim=True)
+        ones = torch.ones_like(half_norms)
+        left = torch.cat([features, -half_norms, ones], dim=1)
+        right = torch.cat([features, ones, -half_norms], dim=1)
         for start in range(0, probs.shape[0], chunk):
             rows = slice(start, start + chunk)
-            distances = (norms[rows, None] + norms[None] - 2.0 * features[rows] @ features.T).clamp_min(0.0)
-            kernel = torch.exp(-0.5 * distances)
+            kernel = (left[rows] @ right.T).clamp_max_(0.0).exp_()
             own = torch.arange(kernel.shape[0], device=kernel.device)
             kernel[own, own + start] = 0.0  # no i == j term
             filtered[rows] = kernel @ probs

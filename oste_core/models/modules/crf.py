@@ -14,20 +14,23 @@ Backends (``make_crf``):
 * ``"pydensecrf"``: the reference C++ implementation (permutohedral lattice) on the CPU, one image
   at a time, or over a spawn-safe process pool with ``workers > 0``.
 * ``"torch"``: the same mean field in PyTorch on any device. The Gaussian kernel is an exact
-  separable Gaussian (banded matrices, truncated at 4 sigma, zero outside the image). The bilateral
-  kernel is computed exactly between the occupied cells of a bilateral grid: pixels are binned in
-  the scaled feature space (x/sxy, y/sxy, rgb/srgb) with cells of ``bin_xy`` x ``bin_rgb`` sigmas;
-  each cell holds the sum of Q of its pixels and sits at its pixels' mean feature; the message is
-  the dense Gaussian between cells (M x M, computed once per image) and every pixel reads its own
-  cell's message. Cells are widened by 1.25x until at most ``max_bins`` are occupied, so memory
-  is bounded by ``max_bins**2`` floats. This is a sound approximation of the same size as the
-  permutohedral lattice's (whose vertices are one sigma apart).
+  separable Gaussian (two 1-D convolutions, truncated at 4 sigma, zero outside the image). The
+  bilateral kernel is computed exactly between the occupied cells of a bilateral grid: pixels are
+  binned in the scaled feature space (x/sxy, y/sxy, rgb/srgb) with cells of ``bin_xy`` x ``bin_rgb``
+  sigmas; each cell holds the sum of Q of its pixels and sits at its pixels' mean feature; the
+  message is the dense Gaussian between cells (M x M, built once per image) and every pixel reads
+  its own cell's message. Cells are widened by 1.25x until at most ``max_bins`` are occupied, so
+  memory and time per iteration are bounded by ``max_bins**2``. This is an approximation of the
+  same order as the permutohedral lattice's (whose vertices are about one sigma apart).
 
-Agreement (``tests/test_fbe_crf.py``): on scikit-image's ``astronaut`` at 240x240 with a blurry
-3-label CAM-like unary, the two backends give the same label on 99.3% of the pixels (10 iterations;
-the unary alone agrees with pydensecrf on 87.8%); the test asserts at least 97%.
-Speed on this project's 2-core CPU (321x321, 3 labels, 10 iterations, loaded machine):
-pydensecrf 0.26 s, torch 0.55 s per image; see ``benchmarks/bench_core.py``.
+Agreement with pydensecrf (10 iterations, blurry CAM-like unaries): scikit-image ``astronaut`` at
+240x240, 3 labels: 98.98% of pixels get the same label (the unary alone agrees on 84.95%); at
+321x321: 99.09%; ``coffee`` at 240x360, 2 labels: 99.60%. ``tests/test_fbe_crf.py`` asserts >= 97%.
+Speed, 321x321, 3 labels, 10 iterations, one thread of this project's (shared, loaded) 2-core dev
+machine: pydensecrf 0.23-0.37 s, torch 0.30-0.45 s per image (astronaut, and a smooth-gradient image
+that fills all 2048 cells). With 2 threads on that loaded machine torch took 1.3-2.3 s (its many small
+ops suffer from thread contention) while pydensecrf is single-threaded, one reason ``"auto"`` picks
+pydensecrf on the CPU. ``benchmarks/bench_core.py`` prints both backends.
 
 Images are ``(B, 3, H, W)`` uint8 RGB tensors (the layout of the dataset's ``image_uint8``);
 probabilities are ``(B, L, H, W)``. Images of a batch may use different label subsets: the
@@ -45,6 +48,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 CRF_BACKENDS = ("auto", "pydensecrf", "torch")
@@ -177,7 +181,7 @@ class TorchDenseCRF(DenseCRF):
     backend = "torch"
 
     def __init__(self, iters: int = 10, params: CRFParams | None = None, device: torch.device | str | None = None,
-                 bin_xy: float = 0.5, bin_rgb: float = 1.5, max_bins: int = 4096) -> None:
+                 bin_xy: float = 0.5, bin_rgb: float = 1.0, max_bins: int = 2048) -> None:
         super().__init__(iters, params)
         self.device = torch.device(device) if device is not None else None
         self.bin_xy = bin_xy
@@ -197,13 +201,12 @@ class TorchDenseCRF(DenseCRF):
         labels, height, width = probs.shape
         prm = self.params
         unary = -probs.clamp(UNARY_CLIP, 1.0).log().reshape(labels, -1)
-        blur_h = _gaussian_band(height, prm.gaussian_sxy, image.device)
-        blur_w = _gaussian_band(width, prm.gaussian_sxy, image.device)
-        gauss_norm = _blur(torch.ones(1, height, width, device=image.device), blur_h, blur_w).rsqrt().reshape(1, -1)
+        taps = _gaussian_taps(prm.gaussian_sxy, image.device)
+        gauss_norm = _blur(torch.ones(1, height, width, device=image.device), taps).rsqrt().reshape(1, -1)
         cells, kernel, cell_norm = self._bilateral_grid(image)
         q = torch.softmax(-unary, dim=0)
         for _ in range(self.iters):
-            gauss = gauss_norm * _blur((q * gauss_norm).reshape(labels, height, width), blur_h, blur_w).reshape(labels, -1)
+            gauss = gauss_norm * _blur((q * gauss_norm).reshape(labels, height, width), taps).reshape(labels, -1)
             summed = torch.zeros(labels, kernel.shape[0], device=q.device).index_add_(1, cells, q)
             bilateral = (cell_norm * ((summed * cell_norm) @ kernel))[:, cells]
             q = torch.softmax(-unary + prm.gaussian_compat * gauss + prm.bilateral_compat * bilateral, dim=0)
@@ -233,26 +236,38 @@ class TorchDenseCRF(DenseCRF):
         num_cells = int(cells.max()) + 1
         counts = torch.bincount(cells, minlength=num_cells).float()
         centres = torch.zeros(num_cells, 5, device=image.device).index_add_(0, cells, features) / counts[:, None]
-        kernel = torch.exp(-0.5 * _squared_distances(centres, centres))
+        kernel = _gaussian_kernel(centres)
         cell_norm = (kernel @ counts).rsqrt()[None]
         return cells, kernel, cell_norm
 
 
-def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
-    return (a.square().sum(1)[:, None] + b.square().sum(1)[None] - 2.0 * a @ b.T).clamp_min(0.0)
+def _gaussian_kernel(points: Tensor) -> Tensor:
+    """exp(-|a - b|^2 / 2) between all rows of (M, d) ``points``: one matmul and one exp.
+
+    -|a - b|^2 / 2 = a.b - |a|^2 / 2 - |b|^2 / 2, written as one product of augmented rows.
+    """
+    half_norm = 0.5 * points.square().sum(dim=1, keepdim=True)
+    ones = torch.ones_like(half_norm)
+    left = torch.cat([points, -half_norm, ones], dim=1)
+    right = torch.cat([points, ones, -half_norm], dim=1)
+    return (left @ right.T).clamp_max_(0.0).exp_()
 
 
-def _gaussian_band(size: int, sigma: float, device: torch.device) -> Tensor:
-    """(size, size) matrix of exp(-d^2 / 2 sigma^2), zero beyond 4 sigma: a Gaussian blur along one axis."""
-    index = torch.arange(size, device=device, dtype=torch.float32)
-    distance = index[:, None] - index[None]
-    band = torch.exp(-distance.square() / (2.0 * sigma * sigma))
-    return band * (distance.abs() <= math.ceil(4.0 * sigma))
+def _gaussian_taps(sigma: float, device: torch.device) -> Tensor:
+    """1-D Gaussian exp(-d^2 / 2 sigma^2) for |d| <= 4 sigma (pydensecrf's kernels are unnormalised too)."""
+    radius = math.ceil(4.0 * sigma)
+    offsets = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    return torch.exp(-offsets.square() / (2.0 * sigma * sigma))
 
 
-def _blur(values: Tensor, blur_h: Tensor, blur_w: Tensor) -> Tensor:
-    """Separable Gaussian of (C, H, W) values (zero outside the image)."""
-    return blur_h @ values @ blur_w
+def _blur(values: Tensor, taps: Tensor) -> Tensor:
+    """Separable Gaussian of (C, H, W) values, zero outside the image: two 1-D convolutions."""
+    channels, height, width = values.shape
+    radius = (taps.numel() - 1) // 2
+    kernel = taps.view(1, 1, -1)
+    rows = F.conv1d(values.reshape(channels * height, 1, width), kernel, padding=radius)
+    columns = rows.reshape(channels, height, width).transpose(1, 2).reshape(channels * width, 1, height)
+    return F.conv1d(columns, kernel, padding=radius).reshape(channels, width, height).transpose(1, 2)
 
 
 def make_crf(backend: str = "auto", iters: int = 10, workers: int = 0,
