@@ -1,0 +1,271 @@
+"""The open project as a Qt model: the core `LabelledFolder` plus what the GUI keeps per image
+(edit documents, cached predictions, uncertainty scores, read errors) and the run folders.
+
+Images that have no row in ``tags.csv`` yet (``LabelledFolder.untagged``) are listed too; giving
+them tags makes them samples. Every tag change is written to ``tags.csv`` at once.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QStandardPaths, Signal
+
+from oste_core.data import LabelledFolder, Sample, open_folder, stem_for, write_demo_data
+from oste_core.editing import MaskDocument, open_document, verified_path
+from oste_core.engine.predictor import Prediction
+from oste_core.engine.trainer import CHECKPOINT, FINAL_MODEL
+
+RUNS_DIR = "runs"
+DEMO_IMAGES, DEMO_SIZE = 200, 128
+PREDICTION_CACHE = 24
+
+
+@dataclass
+class ListEntry:
+    """What the image list shows about one image."""
+
+    stem: str
+    status: str  # "unlabelled" | "pseudo" | "verified" | "error"
+    tags: list[str] = field(default_factory=list)
+    tagged: bool = True  # False: no row in tags.csv yet (not used for training)
+    uncertainty: float | None = None
+    unsaved: bool = False
+    message: str = ""  # the read error for status "error"
+
+
+class Project(QObject):
+    """Wraps the `LabelledFolder` of the open folder; emits when an image's list entry changes."""
+
+    opened = Signal()
+    classesChanged = Signal()
+    entryChanged = Signal(str)  # stem
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.folder: LabelledFolder | None = None
+        self._samples: dict[str, Sample] = {}  # stem -> sample (index of folder.samples)
+        self._untagged: dict[str, str] = {}  # stem -> rel of images without tags
+        self._documents: dict[str, MaskDocument] = {}
+        self._predictions: OrderedDict[str, Prediction] = OrderedDict()
+        self._predicted: set[str] = set()
+        self._uncertainty: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
+
+    # -------------------------------------------------------------- folder
+    @property
+    def root(self) -> Path:
+        if self.folder is None:
+            raise RuntimeError("no project is open")
+        return self.folder.root
+
+    def is_open(self) -> bool:
+        return self.folder is not None
+
+    def open(self, root: str | Path) -> None:
+        """Read the folder (any supported layout) and write the native files when absent.
+
+        Raises `oste_core.data.FolderError` with a clear message for unusable folders.
+        """
+        folder = open_folder(Path(root).expanduser().resolve())
+        if not folder.tags_path.is_file() or not folder.classes_path.is_file():
+            folder.save_tags()
+        self.folder = folder
+        self._samples = {s.stem: s for s in folder.samples}
+        self._untagged = {self._untagged_stem(rel): rel for rel in folder.untagged}
+        self._documents.clear()
+        self.clear_predictions()
+        self._errors.clear()
+        self.opened.emit()
+
+    def _untagged_stem(self, rel: str) -> str:
+        return Path(rel).stem if self.folder.layout == "voc" else stem_for(rel)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.folder.class_names) if self.folder else []
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self.folder.problems) if self.folder else []
+
+    def stems(self) -> list[str]:
+        """All listed images: tagged samples, then untagged images, each in folder order."""
+        if self.folder is None:
+            return []
+        return [s.stem for s in self.folder.samples] + list(self._untagged)
+
+    def sample(self, stem: str) -> Sample | None:
+        return self._samples.get(stem)
+
+    def image_path(self, stem: str) -> Path:
+        sample = self.sample(stem)
+        return sample.image_path if sample is not None else self.root / self._untagged[stem]
+
+    def is_tagged(self, stem: str) -> bool:
+        return self.sample(stem) is not None
+
+    def tags(self, stem: str) -> list[str]:
+        sample = self.sample(stem)
+        return list(sample.tags) if sample is not None else []
+
+    def tag_indices(self, stem: str) -> list[int]:
+        sample = self.sample(stem)
+        return self.folder.tag_indices(sample) if sample is not None else []
+
+    def gt_path(self, stem: str) -> Path | None:
+        sample = self.sample(stem)
+        return sample.gt_mask if sample is not None else None
+
+    def set_tags(self, stem: str, tags: list[str]) -> None:
+        """Change one image's tags and save ``tags.csv`` atomically right away."""
+        sample = self.folder.set_tags(self._untagged.get(stem, stem), tags)
+        self._samples[stem] = sample
+        self._untagged.pop(stem, None)
+        self.folder.save_tags()
+        self.drop_prediction(stem)
+        self.entryChanged.emit(stem)
+
+    def add_class(self, name: str) -> int:
+        """Add a foreground class (saved to ``classes.txt``); returns its index. ValueError for a bad name."""
+        index = self.folder.add_class(name)
+        self.folder.save_tags()
+        self.classesChanged.emit()
+        return index
+
+    # -------------------------------------------------------------- status
+    def status(self, stem: str) -> str:
+        if stem in self._errors:
+            return "error"
+        if verified_path(self.root, stem).is_file():
+            return "verified"
+        if stem in self._predicted:
+            return "pseudo"
+        return "unlabelled"
+
+    def entry(self, stem: str) -> ListEntry:
+        doc = self._documents.get(stem)
+        return ListEntry(stem, self.status(stem), self.tags(stem), self.is_tagged(stem),
+                         self._uncertainty.get(stem), bool(doc and doc.dirty), self._errors.get(stem, ""))
+
+    def set_error(self, stem: str, message: str) -> None:
+        """Mark an image as unreadable (error badge)."""
+        self._errors[stem] = message
+        self.entryChanged.emit(stem)
+
+    def error(self, stem: str) -> str:
+        return self._errors.get(stem, "")
+
+    def stem_for_problem(self, problem: str) -> str | None:
+        """The listed image a ``"path: reason"`` problem line is about (to badge it), if any."""
+        return next((stem for stem in self.stems() if problem.startswith(f"{self.image_path(stem)}:")), None)
+
+    # ----------------------------------------------------------- documents
+    def document(self, stem: str) -> MaskDocument | None:
+        return self._documents.get(stem)
+
+    def open_document(self, stem: str, shape: tuple[int, int], start_empty: bool = False) -> MaskDocument:
+        """The edit document of ``stem`` (kept in memory while it has unsaved edits).
+
+        Raises `ImageLoadError` when the verified mask on disk is unreadable; ``start_empty``
+        then gives a blank document (saving it asks before replacing the unreadable file).
+        """
+        doc = self._documents.get(stem)
+        if doc is None or doc.shape != tuple(shape):
+            if start_empty:
+                doc = MaskDocument(np.zeros(shape, np.uint8), stem)
+            else:
+                doc = open_document(self.root, stem, shape)
+            self._documents[stem] = doc
+        return doc
+
+    def release_clean_documents(self, keep: str | None = None) -> None:
+        """Drop documents without unsaved edits (except ``keep``) to free memory."""
+        for stem in [s for s, d in self._documents.items() if not d.dirty and s != keep]:
+            del self._documents[stem]
+
+    def unsaved_stems(self) -> list[str]:
+        return [stem for stem, doc in self._documents.items() if doc.dirty]
+
+    def save_document(self, stem: str, force: bool = False) -> Path:
+        """Write ``verified/<stem>.png``; raises `VerifiedMaskConflict` if it changed on disk."""
+        path = self._documents[stem].save(self.root, force=force)
+        sample = self.sample(stem)
+        if sample is not None:
+            sample.verified_mask = path
+        self.entryChanged.emit(stem)
+        return path
+
+    def discard_document(self, stem: str) -> None:
+        self._documents.pop(stem, None)
+        self.entryChanged.emit(stem)
+
+    def notify_edited(self, stem: str) -> None:
+        self.entryChanged.emit(stem)
+
+    # --------------------------------------------------------- predictions
+    def prediction(self, stem: str) -> Prediction | None:
+        prediction = self._predictions.get(stem)
+        if prediction is not None:
+            self._predictions.move_to_end(stem)
+        return prediction
+
+    def set_prediction(self, stem: str, prediction: Prediction) -> None:
+        """Cache a prediction (LRU) and mark the image as having a pseudo-label."""
+        self._predictions[stem] = prediction
+        self._predictions.move_to_end(stem)
+        while len(self._predictions) > PREDICTION_CACHE:
+            self._predictions.popitem(last=False)
+        self._predicted.add(stem)
+        self.entryChanged.emit(stem)
+
+    def drop_prediction(self, stem: str) -> None:
+        self._predictions.pop(stem, None)
+
+    def clear_predictions(self) -> None:
+        """Forget predictions and scores (a different run was selected)."""
+        self._predictions.clear()
+        self._predicted.clear()
+        self._uncertainty.clear()
+
+    def set_uncertainty(self, stem: str, score: float) -> None:
+        self._uncertainty[stem] = score
+        self._predicted.add(stem)
+        self.entryChanged.emit(stem)
+
+    # ----------------------------------------------------------------- runs
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / RUNS_DIR
+
+    def runs(self) -> list[Path]:
+        """Run folders that hold a model or a checkpoint, newest first."""
+        if self.folder is None or not self.runs_dir.is_dir():
+            return []
+        found = [p for p in self.runs_dir.iterdir()
+                 if p.is_dir() and ((p / FINAL_MODEL).is_file() or (p / CHECKPOINT).is_file())]
+        return sorted(found, key=lambda p: p.name, reverse=True)
+
+    def new_run_dir(self) -> Path:
+        """A fresh ``runs/<timestamp>`` folder name (not created)."""
+        base = time.strftime("%Y%m%d-%H%M%S")
+        candidate, counter = self.runs_dir / base, 1
+        while candidate.exists():
+            counter += 1
+            candidate = self.runs_dir / f"{base}-{counter}"
+        return candidate
+
+
+def demo_location() -> Path:
+    """``<user data folder>/demo`` (QStandardPaths.AppDataLocation)."""
+    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "demo"
+
+
+def ensure_demo(path: Path, n: int = DEMO_IMAGES, size: int = DEMO_SIZE) -> Path:
+    """Write the synthetic demo project at ``path`` once (the core writes it atomically)."""
+    if path.is_dir() and any(path.iterdir()):
+        return path
+    return write_demo_data(path, n=n, size=size)

@@ -1,0 +1,351 @@
+"""Background work for the GUI: worker objects moved to QThreads, talking through Qt signals.
+
+* `TrainWorker`: runs the core `Trainer` (cooperative stop via `Trainer.cancel`).
+* `InferenceClient`: one long-lived thread with a `Predictor`; single-image predictions (stale
+  requests are skipped) and the review-order scan over the folder (`Predictor.predict_folder`).
+* `ExportWorker`: builds the masks to export and calls the core `export_masks`.
+* `ValidationWorker`: decodes every image once, so unreadable ones get their error badge early.
+
+The workers never touch widgets; every result crosses back to the GUI thread as a queued signal.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from oste_core.config import OSTEConfig
+from oste_core.data import ImageLoadError, LabelledFolder, Sample, check_image, load_image, load_mask
+from oste_core.editing import uncertainty_score, verified_path
+from oste_core.engine.predictor import Predictor
+from oste_core.engine.trainer import Trainer, TrainEvent
+from oste_core.export import ExportExistsError, check_export_targets, export_masks
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line message for a dialog: the exception's own text (its type when it has none)."""
+    return str(exc) or type(exc).__name__
+
+
+def start_thread(worker: QObject, parent: QObject, *done_signals: Signal) -> QThread:
+    """Move ``worker`` to a new thread that calls ``worker.run`` and quits on any of ``done_signals``."""
+    thread = QThread(parent)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run)
+    for signal in done_signals:  # direct: quit even while the GUI thread blocks in wait()
+        signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    thread.start()
+    return thread
+
+
+class TrainWorker(QObject):
+    """Trains one run; `event` carries each `TrainEvent`, then `finished` or `failed`."""
+
+    event = Signal(object)  # TrainEvent
+    finished = Signal(str)  # run folder
+    failed = Signal(str)  # message
+
+    def __init__(self, cfg: OSTEConfig, data_dir: Path, run_dir: Path, resume: bool = False) -> None:
+        super().__init__()
+        self._cfg, self._data_dir, self._run_dir, self._resume = cfg, data_dir, run_dir, resume
+        self._lock = threading.Lock()
+        self._trainer: Trainer | None = None
+        self._cancelled = False
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            trainer = Trainer(self._cfg, self._data_dir, self._run_dir, on_event=self._forward)
+            with self._lock:
+                self._trainer = trainer
+                if self._cancelled:
+                    trainer.cancel()
+            run_dir = trainer.run(resume=self._resume)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a dialog, the app stays usable
+            self.failed.emit(describe(exc))
+        else:
+            self.finished.emit(str(run_dir))
+
+    def _forward(self, event: TrainEvent) -> None:
+        self.event.emit(event)
+
+    def cancel(self) -> None:
+        """Thread-safe: stop after the current iteration (the trainer keeps a checkpoint)."""
+        with self._lock:
+            self._cancelled = True
+            if self._trainer is not None:
+                self._trainer.cancel()
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """One image to predict: its stem, file and 1-based tags (None: untagged, let the model guess).
+
+    ``generation`` counts model (re)loads: results of an older model or project are dropped.
+    """
+
+    stem: str
+    image_path: Path
+    tags: tuple[int, ...] | None
+    generation: int = 0
+
+
+class _InferenceWorker(QObject):
+    loaded = Signal(str, object)  # run folder, Predictor
+    loadFailed = Signal(str, str)  # run folder, message
+    predicted = Signal(object, object)  # PredictRequest, Prediction
+    predictFailed = Signal(object, str)  # PredictRequest, message
+    scanProgress = Signal(int, int, int)  # done, total, generation
+    scanned = Signal(str, float, int)  # stem, uncertainty, generation
+    scanFinished = Signal(list, int)  # problem lines of unreadable images, generation
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.predictor: Predictor | None = None
+        self.wanted: PredictRequest | None = None  # the latest request; older ones are skipped
+        self.scan_cancel = threading.Event()
+
+    @Slot(str, str)
+    def load_run(self, run_dir: str, device: str) -> None:
+        self.predictor = None
+        try:
+            predictor = Predictor.from_run(run_dir, device=device)
+        except Exception as exc:  # noqa: BLE001
+            self.loadFailed.emit(run_dir, describe(exc))
+            return
+        self.predictor = predictor
+        self.loaded.emit(run_dir, predictor)
+
+    @Slot(object)
+    def predict(self, request: PredictRequest) -> None:
+        if request is not self.wanted or self.predictor is None:
+            return
+        try:
+            image = load_image(request.image_path, max_side=self.predictor.max_side)
+            tags = list(request.tags) if request.tags is not None else None
+            prediction = self.predictor.predict(image, tags, key=f"{request.stem}|{request.tags}")
+        except Exception as exc:  # noqa: BLE001 - unreadable image or inference failure: shown, not raised
+            self.predictFailed.emit(request, describe(exc))
+            return
+        self.predicted.emit(request, prediction)
+
+    @Slot(object, int)
+    def scan(self, folder: LabelledFolder, generation: int) -> None:
+        predictor = self.predictor
+        if predictor is None:
+            self.scanFinished.emit(["no trained run is loaded: train a model first"], generation)
+            return
+        self.scan_cancel.clear()
+        known = len(predictor.problems)
+        problems: list[str] = []
+        try:
+            progress = lambda done, total: self.scanProgress.emit(done, total, generation)  # noqa: E731
+            for sample, prediction in predictor.predict_folder(folder, progress, self.scan_cancel.is_set):
+                self.scanned.emit(sample.stem, uncertainty_score(prediction.pseudo_label), generation)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(describe(exc))
+        self.scanFinished.emit(predictor.problems[known:] + problems, generation)
+
+
+class InferenceClient(QObject):
+    """GUI-side handle of the inference thread; all methods return at once.
+
+    Results that belong to an older model (a run or project that is no longer selected) are
+    dropped here, so the window only ever sees results of the current model.
+    """
+
+    loaded = Signal(str)  # run folder
+    loadFailed = Signal(str, str)
+    predicted = Signal(object, object)  # PredictRequest, Prediction
+    predictFailed = Signal(object, str)  # PredictRequest, message
+    scanProgress = Signal(int, int)
+    scanned = Signal(str, float)
+    scanFinished = Signal(list)
+    _load = Signal(str, str)
+    _predict = Signal(object)
+    _scan = Signal(object, int)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread = QThread(self)
+        self._worker = _InferenceWorker()
+        self._worker.moveToThread(self._thread)
+        self._load.connect(self._worker.load_run)
+        self._predict.connect(self._worker.predict)
+        self._scan.connect(self._worker.scan)
+        self._worker.loaded.connect(self._on_loaded)
+        self._worker.loadFailed.connect(self._on_load_failed)
+        self._worker.predicted.connect(self._on_predicted)
+        self._worker.predictFailed.connect(self._on_predict_failed)
+        self._worker.scanProgress.connect(self._on_scan_progress)
+        self._worker.scanned.connect(self._on_scanned)
+        self._worker.scanFinished.connect(self._on_scan_finished)
+        self.predictor: Predictor | None = None
+        self.run_dir = ""
+        self.loading_run = ""  # the run being loaded, "" when none
+        self.generation = 0
+        self.scanning = False
+        self._thread.start()
+
+    def load_run(self, run_dir: str | Path, device: str = "auto") -> None:
+        """Load a run's model in the background (`loaded` / `loadFailed`)."""
+        self.unload()
+        self.loading_run = str(run_dir)
+        self._load.emit(str(run_dir), device)
+
+    def unload(self) -> None:
+        """Forget the model (no run selected); pending results are dropped."""
+        self.predictor, self.run_dir, self.loading_run = None, "", ""
+        self.generation += 1
+        self.cancel_scan()
+
+    def _on_loaded(self, run_dir: str, predictor: Predictor) -> None:
+        if run_dir != self.loading_run:
+            return  # another run was chosen meanwhile; its load follows
+        self.predictor, self.run_dir, self.loading_run = predictor, run_dir, ""
+        self.loaded.emit(run_dir)
+
+    def _on_load_failed(self, run_dir: str, message: str) -> None:
+        if run_dir == self.loading_run:
+            self.loading_run = ""
+            self.loadFailed.emit(run_dir, message)
+
+    def predict(self, stem: str, image_path: Path, tags: tuple[int, ...] | None) -> PredictRequest:
+        """Predict one image; earlier requests that have not started are dropped."""
+        request = PredictRequest(stem, image_path, tags, self.generation)
+        self._worker.wanted = request
+        self._predict.emit(request)
+        return request
+
+    def _on_predicted(self, request: PredictRequest, prediction) -> None:
+        if request.generation == self.generation:
+            self.predicted.emit(request, prediction)
+
+    def _on_predict_failed(self, request: PredictRequest, message: str) -> None:
+        if request.generation == self.generation:
+            self.predictFailed.emit(request, message)
+
+    def scan(self, folder: LabelledFolder) -> None:
+        """Predict every sample for the review order (`scanProgress`, `scanned`, `scanFinished`)."""
+        self.scanning = True
+        self._scan.emit(folder, self.generation)
+
+    def cancel_scan(self) -> None:
+        self.scanning = False
+        self._worker.scan_cancel.set()
+
+    def _on_scan_progress(self, done: int, total: int, generation: int) -> None:
+        if self.scanning and generation == self.generation:
+            self.scanProgress.emit(done, total)
+
+    def _on_scanned(self, stem: str, score: float, generation: int) -> None:
+        if self.scanning and generation == self.generation:
+            self.scanned.emit(stem, score)
+
+    def _on_scan_finished(self, problems: list, generation: int) -> None:
+        if self.scanning and generation == self.generation:
+            self.scanning = False
+            self.scanFinished.emit(problems)
+
+    def shutdown(self) -> None:
+        """Stop the thread (waits for the prediction in progress)."""
+        self._worker.scan_cancel.set()
+        self._worker.wanted = None
+        self._thread.quit()
+        self._thread.wait()
+
+
+class ExportWorker(QObject):
+    """Exports one source of masks with the core exporter; `exists` when the target is not empty.
+
+    The targets are checked (`check_export_targets`) before any prediction runs, so an existing
+    export is reported at once; then the masks are prepared (progress phase "masks") and written
+    by `export_masks` (phase "writing").
+    """
+
+    phase = Signal(str)
+    progress = Signal(int, int)
+    finished = Signal(object)  # ExportSummary
+    exists = Signal(str)  # message of ExportExistsError: ask, then rerun with overwrite=True
+    failed = Signal(str)
+
+    def __init__(self, folder: LabelledFolder, predictor: Predictor | None, source: str, prefer_verified: bool,
+                 out_dir: Path, formats: tuple[str, ...], overwrite: bool) -> None:
+        super().__init__()
+        self._folder, self._predictor = folder, predictor
+        self._source, self._prefer_verified = source, prefer_verified
+        self._out_dir, self._formats, self._overwrite = out_dir, formats, overwrite
+        self.skipped: list[str] = []
+
+    def _verified(self, sample: Sample) -> Path | None:
+        path = verified_path(self._folder.root, sample.stem)
+        return path if path.is_file() else None
+
+    def samples(self) -> list[Sample]:
+        """The samples this export covers (only those with a verified mask for source "verified")."""
+        if self._source == "verified":
+            return [s for s in self._folder.samples if self._verified(s) is not None]
+        return list(self._folder.samples)
+
+    def masks(self, samples: list[Sample]) -> list[tuple[Sample, np.ndarray]]:
+        """(sample, mask) pairs; verified masks win where present (if asked); unreadable images are skipped."""
+        items: list[tuple[Sample, np.ndarray]] = []
+        for done, sample in enumerate(samples, start=1):
+            verified = self._verified(sample)
+            try:
+                if verified is not None and (self._source == "verified" or self._prefer_verified):
+                    items.append((sample, load_mask(verified)))
+                else:
+                    prediction = self._predictor.predict_sample(self._folder, sample)
+                    items.append((sample, getattr(prediction, self._source)))
+            except ImageLoadError as exc:
+                self.skipped.append(str(exc))
+            self.progress.emit(done, len(samples))
+        return items
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            samples = self.samples()
+            check_export_targets(samples, self._out_dir, self._formats, self._overwrite)
+            self.phase.emit("masks")
+            items = self.masks(samples)
+            self.phase.emit("writing")
+            summary = export_masks(items, self._out_dir, self._folder.class_names, formats=self._formats,
+                                   overwrite=self._overwrite, on_progress=self.progress.emit)
+        except ExportExistsError as exc:
+            self.exists.emit(describe(exc))
+        except Exception as exc:  # noqa: BLE001 - shown in the dialog
+            self.failed.emit(describe(exc))
+        else:
+            summary.skipped[:0] = self.skipped
+            self.finished.emit(summary)
+
+
+class ValidationWorker(QObject):
+    """Decodes each image once (in the background) and reports the unreadable ones."""
+
+    bad = Signal(str, str)  # stem, message
+    finished = Signal()
+
+    def __init__(self, images: list[tuple[str, Path]]) -> None:
+        super().__init__()
+        self._images = images
+        self._cancel = threading.Event()
+
+    @Slot()
+    def run(self) -> None:
+        for stem, path in self._images:
+            if self._cancel.is_set():
+                break
+            try:
+                check_image(path)
+            except ImageLoadError as exc:
+                self.bad.emit(stem, str(exc))
+        self.finished.emit()
+
+    def cancel(self) -> None:
+        self._cancel.set()

@@ -1,0 +1,138 @@
+"""Save PNG screenshots of the OSTE Studio main window in each state to ``screenshots/``.
+
+States: empty, project open, training running, each of the 7 layers, editing, export dialog.
+Runs offscreen on a temporary demo project (nothing in the user's settings or data folder is
+touched). It trains a small real model for ``--iters`` iterations; the layer screenshots use that
+run, or ``--run`` (a run folder trained on demo data, e.g. ``oste train`` with a few hundred
+iterations), which makes the CAMs worth looking at when this machine has no time to train one.
+
+    python tools/screenshots.py [--out screenshots] [--iters 120] [--run runs/demo]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PySide6.QtCore import QPointF, QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+
+from app.canvas import Tool  # noqa: E402
+from app.layers_dock import LAYERS  # noqa: E402
+from app.main_window import MainWindow  # noqa: E402
+from oste_core.data import write_demo_data  # noqa: E402
+
+
+def wait_until(app: QApplication, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Run the event loop until ``condition()`` holds; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        app.processEvents()
+        time.sleep(0.02)
+    app.processEvents()
+
+
+def save(widget: QWidget, out: Path, name: str) -> Path:
+    QApplication.processEvents()
+    path = out / f"{name}.png"
+    widget.grab().save(str(path))
+    print(f"wrote {path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("screenshots"))
+    parser.add_argument("--iters", type=int, default=120, help="training iterations of the demo model")
+    parser.add_argument("--run", type=Path, help="an already trained demo run to show in the layer screenshots")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication([])
+    with tempfile.TemporaryDirectory(prefix="oste-screens-") as tmp:
+        tmp_dir = Path(tmp)
+        data = write_demo_data(tmp_dir / "demo", n=24, size=128)
+        given_run = None
+        if args.run is not None:
+            given_run = Path(shutil.copytree(args.run, data / "runs" / "given-demo-run"))
+        settings = QSettings(str(tmp_dir / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(settings)
+        window.resize(1440, 900)
+        window.show()
+        save(window, args.out, "01_empty")
+
+        window.open_folder(data)
+        save(window, args.out, "02_project_open")
+
+        panel = window.training_panel
+        panel.iters.setValue(args.iters)
+        panel.batch.setValue(4)
+        panel.crop.setValue(96)
+        panel.device.setCurrentText("cpu")
+        panel.set_extra_overrides({"train.workers": 0, "train.log_every": 2, "model.cam_scales": (1.0,),
+                                   "model.crf_backend": "torch", "model.crf_iters": 3, "train.lr": 0.02})
+        finished: list[str] = []
+        window.trainingFinished.connect(finished.append)
+        window.start_training()
+        wait_until(app, lambda: panel.progress.value() >= max(min(args.iters // 3, 20), 2), 600, "training progress")
+        save(window, args.out, "03_training_running")
+        if given_run is not None:
+            window.stop_training()
+        wait_until(app, lambda: bool(finished), 3600, "the end of training")
+        if not finished[0]:
+            raise RuntimeError("training failed; see the log panel")
+        if given_run is not None:
+            panel.runs.setCurrentIndex(panel.runs.findData(str(given_run)))
+        window.image_list.select_stem("demo_0003")
+        wait_until(app, lambda: window.project.prediction(window.current_stem()) is not None, 300, "inference")
+        for number, (key, _title) in enumerate(LAYERS, start=1):
+            window.layers_panel.set_layer_number(number)
+            save(window, args.out, f"04_layer{number}_{key}")
+
+        window.layers_panel.set_layer_number(1)
+        window.accept_pseudo_label()
+        canvas = window.canvas
+        window.edit_toolbar.set_tool(Tool.BRUSH)
+        window.edit_toolbar.set_radius(4)
+        doc = canvas.document()
+        doc.brush([(10, 100), (60, 110)], 4, 1)
+        canvas.refresh_mask()
+        canvas.maskEdited.emit()
+        window.edit_toolbar.set_tool(Tool.POLYGON)
+        for x, y in ((80, 20), (120, 25), (110, 60)):
+            canvas.mousePressEvent(_click(canvas, x, y))
+        save(window, args.out, "05_editing")
+        canvas.cancel_polygon()
+        window.save_current()
+
+        dialog = window.show_export_dialog()
+        dialog.target.setText(str(tmp_dir / "export"))
+        for box in dialog.format_boxes.values():
+            box.setChecked(True)
+        dialog.start()
+        wait_until(app, lambda: not dialog.is_running(), 600, "the export")
+        save(dialog, args.out, "06_export_dialog")
+        dialog.close()
+        window.close()
+    return 0
+
+
+def _click(canvas, x: float, y: float):
+    """A left-button press at image pixel (x, y)."""
+    pos = canvas.to_widget(x + 0.5, y + 0.5)
+    return QMouseEvent(QMouseEvent.Type.MouseButtonPress, QPointF(pos), QPointF(pos),
+                       Qt.MouseButton.LeftButton, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
