@@ -29,7 +29,7 @@ def test_classification_loss_is_the_multilabel_soft_margin() -> None:
         classification_loss(logits[:, :2], TAGS)
 
 
-def test_tile_loss_labels_every_tile_with_its_image_tags_and_averages_grids() -> None:
+def test_tile_loss_scores_each_images_tiles_together_and_averages_grids() -> None:
     logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.5, 0.0]])
     tiles = {2: logits.repeat_interleave(4, dim=0), 4: logits.repeat_interleave(16, dim=0)}
     assert torch.allclose(tile_classification_loss(tiles, TAGS), classification_loss(logits, TAGS), atol=1e-6)
@@ -41,6 +41,10 @@ def test_tile_loss_labels_every_tile_with_its_image_tags_and_averages_grids() ->
         tile_classification_loss(both, TAGS), tile_classification_loss(wrong, TAGS) / 2, rtol=1e-3
     )
     assert tile_classification_loss({}, TAGS) == 0
+    # an object that lies in one tile of four: that tile's strong score is enough (Puzzle-CAM pooling)
+    one_tile = torch.full((TAGS.shape[0] * 4, TAGS.shape[1]), -10.0)
+    one_tile[0::4] = 60 * (TAGS * 2 - 1)
+    assert tile_classification_loss({2: one_tile}, TAGS) < 1e-3
 
 
 def test_cam_consistency_is_tag_masked_l1_averaged_over_grids() -> None:

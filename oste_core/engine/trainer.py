@@ -218,9 +218,12 @@ class Trainer:
         """Train to ``cfg.train.iters`` (or until cancelled); return the run folder."""
         requested = pick_device(self.cfg.train.device)
         self.dist = dist_utils.init_distributed(requested)
+        self._crf = None
         try:
             return self._run(resume, dist_utils.local_device(requested, self.dist))
         finally:
+            if self._crf is not None:
+                self._crf.close()  # shuts down the pydensecrf process pool, if any
             dist_utils.cleanup(self.dist)
 
     def _run(self, resume: bool, device: torch.device) -> Path:
@@ -256,7 +259,8 @@ class Trainer:
             folder, crop=t.crop, scale_range=tuple(t.scale_range), hflip=t.hflip, max_side=t.max_side,
             mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
         )
-        crf = make_crf(cfg.model.crf_backend, iters=cfg.model.crf_iters, workers=t.crf_workers, device=device)
+        crf = self._crf = make_crf(cfg.model.crf_backend, iters=cfg.model.crf_iters, workers=t.crf_workers,
+                                   device=device)
         amp_dtype = torch.bfloat16 if (use_cuda and t.amp and torch.cuda.is_bf16_supported()) else None
         self._emit(TrainEvent(
             "start", start_iter, t.iters,
