@@ -53,6 +53,15 @@ def test_resume_without_checkpoint_is_a_clear_error(demo_folder, tmp_path):
         Trainer(tiny_config(), demo_folder, tmp_path / "empty").run(resume=True)
 
 
+def test_a_trained_run_is_never_overwritten_without_resume(demo_folder, tmp_path):
+    run = tmp_path / "run"
+    _train(tiny_config(**{"train.iters": 1}), demo_folder, run)
+    before = (run / "model.pt").read_bytes()
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(tiny_config(), demo_folder, run).run()
+    assert (run / "model.pt").read_bytes() == before
+
+
 def test_cancel_stops_and_keeps_a_checkpoint(demo_folder, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(**{"train.iters": 1000, "train.checkpoint_every": 0})

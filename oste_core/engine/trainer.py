@@ -165,6 +165,9 @@ class Trainer:
         self._emit(TrainEvent("log", message=message))
 
     def _prepare_run_folder(self, folder: LabelledFolder, resume: bool) -> None:
+        if not resume and any((self.run_dir / name).exists() for name in (CHECKPOINT, FINAL_MODEL)):
+            raise TrainingError(f"{self.run_dir}: already holds a trained run; pass --resume to continue it "
+                                "or choose a new run folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         saved_cfg = self.run_dir / "config.yaml"
         if resume and saved_cfg.exists():
