@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -21,9 +20,10 @@ import torch
 from oste_core.config import OSTEConfig, apply_overrides
 from oste_core.data import write_demo_data
 from oste_core.engine.trainer import Trainer
-from oste_core.losses.energy import energy_loss
 from oste_core.models import OSTEModel
 from oste_core.utils.device import device_description, pick_device
+
+from bench_core import energy_row, timed_ms  # the same timing helpers as the core benchmark
 
 
 def train_phases(data: Path, args, overrides: dict) -> tuple[float, dict[str, float]]:
@@ -46,43 +46,18 @@ def train_phases(data: Path, args, overrides: dict) -> tuple[float, dict[str, fl
 
 
 def forward_ms(args, device: torch.device, **switches) -> float:
+    """No-grad forward of the OSTE model with some modules switched off."""
     cfg = OSTEConfig()
     apply_overrides(cfg, {"model.backbone": args.backbone, "model.pretrained": args.pretrained, **switches})
     model = OSTEModel(cfg.model, num_classes=5).to(device).train()
     x = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
     amp = torch.bfloat16 if device.type == "cuda" else None
-    times = []
-    for i in range(args.warmup + args.iters):
-        _sync(device)
-        start = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None), torch.no_grad():
             model(x)
-        _sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    return 1000 * sum(times) / len(times)
 
-
-def energy_ms(args, device: torch.device) -> float:
-    cfg = OSTEConfig().loss
-    probs = torch.softmax(torch.randn(args.batch, 6, args.crop // 8 + 1, args.crop // 8 + 1, device=device), 1)
-    probs.requires_grad_(True)
-    images = torch.randint(0, 255, (args.batch, 3, args.crop, args.crop), dtype=torch.uint8, device=device)
-    valid = torch.ones(args.batch, args.crop, args.crop, dtype=torch.bool, device=device)
-    times = []
-    for i in range(args.warmup + args.iters):
-        _sync(device)
-        start = time.perf_counter()
-        energy_loss(probs, images, valid, cfg.sigma_rgb, cfg.sigma_xy, cfg.energy_scale, cfg.energy_chunk).backward()
-        _sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    return 1000 * sum(times) / len(times)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return timed_ms(step, device, args.warmup, args.iters)
 
 
 def main() -> None:
@@ -107,7 +82,7 @@ def main() -> None:
     full = forward_ms(args, device)
     no_lem = forward_ms(args, device, **{"model.use_lem": False})
     no_lem_maf = forward_ms(args, device, **{"model.use_lem": False, "model.use_maf": False})
-    energy = energy_ms(args, device)
+    energy = energy_row(args.batch, args.crop, device, args.warmup, args.iters)
 
     print(f"\nbench_train: {args.backbone}, batch {args.batch}, crop {args.crop}, {device_description(device)}, "
           f"torch {torch.__version__}, CRF {args.crf}")

@@ -370,7 +370,7 @@ class Trainer:
 
     @staticmethod
     def _divergence_message(losses: dict[str, torch.Tensor], iteration: int) -> str:
-        bad = [k for k, v in losses.items() if k != "total" and not math.isfinite(float(v))]
+        bad = [k for k, v in losses.items() if k != "total" and not math.isfinite(float(v.detach()))]
         return (f"training diverged at iteration {iteration}: loss {', '.join(bad) or 'total'} is not finite; "
                 "the last checkpoint is kept — lower train.lr or check the input images")
 
