@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
 
 from app.loss_plot import LossPlot
 from app.style import icon
-from oste_core.config import OSTEConfig, apply_overrides
+from oste_core.config import OSTEConfig, apply_overrides, default_config
+from oste_core.utils.device import pick_device
 from oste_core.engine.trainer import CHECKPOINT, TrainEvent
 from oste_core.models.backbones import available_backbones
 
@@ -44,7 +45,7 @@ class TrainingPanel(QWidget):
 
     def __init__(self, devices: list[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        defaults = OSTEConfig()
+        defaults = self._defaults = default_config(pick_device("auto").type)
         self._extra: dict[str, object] = {}
 
         self.backbone = QComboBox()
@@ -166,8 +167,9 @@ class TrainingPanel(QWidget):
         self._extra = dict(overrides)
 
     def config(self) -> OSTEConfig:
-        """A full `OSTEConfig`: defaults, then the widgets, then the extra overrides."""
-        return apply_overrides(apply_overrides(OSTEConfig(), self.overrides()), self._extra)
+        """A full `OSTEConfig`: defaults (the CPU preset without a GPU), then the widgets, then the extra overrides."""
+        return apply_overrides(apply_overrides(OSTEConfig.from_dict(self._defaults.to_dict()), self.overrides()),
+                               self._extra)
 
     # -------------------------------------------------------------- runs
     def set_runs(self, runs: list[Path], selected: Path | None) -> None:

@@ -283,7 +283,7 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None) -> int:
     """
     import torch
 
-    from oste_core.config import OSTEConfig, apply_overrides
+    from oste_core.config import apply_overrides, default_config
     from oste_core.engine.predictor import Predictor
     from oste_core.engine.run_eval import evaluate_run, format_report
     from oste_core.export import export_masks
@@ -298,9 +298,7 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None) -> int:
     on_gpu = torch.cuda.is_available()
     if iters is None:
         iters = 300 if on_gpu else 60
-    cfg = OSTEConfig()
-    if not on_gpu:  # multi-scale + flip inference (Eq 2) costs 8 passes per image: too slow for a CPU demo
-        apply_overrides(cfg, {"model.cam_scales": (1.0,)})
+    cfg = default_config("cuda" if on_gpu else "cpu")
     apply_overrides(cfg, {"train.iters": iters, "train.batch": 8, "train.crop": 96, "train.workers": 0,
                           "train.log_every": 10, "train.checkpoint_every": 100})
     run = train_with_progress(cfg, data, out / time.strftime("run-%Y%m%d-%H%M%S"))

@@ -119,6 +119,19 @@ class OSTEConfig:
         return cls.from_dict(data)
 
 
+CPU_PRESET: dict[str, Any] = {
+    "train.iters": 300, "train.batch": 8, "train.crop": 128, "train.workers": 0, "model.cam_scales": (1.0,),
+}
+
+
+def default_config(device_type: str = "cuda") -> OSTEConfig:
+    """The paper's settings; on a CPU, `CPU_PRESET` (minutes instead of days, single-scale inference)."""
+    cfg = OSTEConfig()
+    if device_type == "cpu":
+        apply_overrides(cfg, CPU_PRESET)
+    return cfg
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

@@ -238,3 +238,17 @@ def test_layer_notes_explain_empty_layers() -> None:
     assert "background everywhere" in layer_note("pseudo_label", prediction, 1, ["circle", "square"])
     assert layer_note("seg", prediction, 1, ["circle", "square"]) == ""
     assert layer_note("cam", None, 1, ["circle"]) == ""
+
+
+def test_training_panel_starts_from_the_device_preset(qtbot):
+    from oste_core.config import default_config
+    from oste_core.utils.device import pick_device
+
+    preset = default_config(pick_device("auto").type)
+    panel = TrainingPanel(["auto", "cpu"])
+    qtbot.addWidget(panel)
+    assert (panel.iters.value(), panel.batch.value(), panel.crop.value()) == (
+        preset.train.iters, preset.train.batch, preset.train.crop)
+    panel.iters.setValue(7)
+    cfg = panel.config()
+    assert cfg.train.iters == 7 and cfg.model.cam_scales == preset.model.cam_scales
