@@ -158,11 +158,7 @@ def _open(data: Path):
 def _predictions(run: Path, data: Path, device: str, desc: str):
     from tqdm import tqdm
 
-    from oste_core.engine.predictor import Predictor
-
-    predictor = Predictor.from_run(run, device=device)
-    folder = _open(data)
-    _check_classes(predictor.class_names, folder.class_names, data)
+    predictor, folder = _load_run_and_folder(run, data, device)
     bar = tqdm(total=len(folder.samples), desc=desc, unit="img", disable=None)
     for sample, prediction in predictor.predict_folder(folder, on_progress=lambda done, total: bar.update(1)):
         yield folder, predictor, sample, prediction
@@ -171,9 +167,15 @@ def _predictions(run: Path, data: Path, device: str, desc: str):
         print(f"skipped: {problem}", file=sys.stderr)
 
 
-def _check_classes(run_classes: list[str], data_classes: list[str], data: Path) -> None:
-    if run_classes != data_classes:
-        raise CliError(f"{data}: classes {data_classes} differ from the run's {run_classes}")
+def _load_run_and_folder(run: Path, data: Path, device: str):
+    """The run's Predictor and the labelled folder, which must have the run's classes."""
+    from oste_core.engine.predictor import Predictor
+
+    predictor = Predictor.from_run(run, device=device)
+    folder = _open(data)
+    if predictor.class_names != folder.class_names:
+        raise CliError(f"{data}: classes {folder.class_names} differ from the run's {predictor.class_names}")
+    return predictor, folder
 
 
 def _write_cams(out: Path, sample, prediction, class_names: list[str], image) -> None:
@@ -207,14 +209,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from oste_core.engine.run_eval import evaluate_run, format_report
-    from oste_core.engine.predictor import Predictor
-    from oste_core.utils.io import atomic_write_text
     from tqdm import tqdm
 
-    predictor = Predictor.from_run(args.run, device=args.device)
-    folder = _open(args.data)
-    _check_classes(predictor.class_names, folder.class_names, args.data)
+    from oste_core.engine.run_eval import evaluate_run, format_report
+    from oste_core.utils.io import atomic_write_text
+
+    predictor, folder = _load_run_and_folder(args.run, args.data, args.device)
     with tqdm(total=len(folder.samples), desc="eval", unit="img", disable=None) as bar:
         report = evaluate_run(predictor, folder, on_progress=lambda done, total: bar.update(1))
     print(format_report(report))

@@ -159,7 +159,7 @@ def _coerce(value: Any, annotation: str, current: Any) -> Any:
     if isinstance(current, float):
         return float(value)
     if isinstance(current, int):
-        return int(value)
+        return int(float(value)) if isinstance(value, str) else int(value)
     return str(value)
 
 
@@ -185,14 +185,8 @@ def apply_overrides(cfg: OSTEConfig, overrides: list[str] | dict[str, Any]) -> O
     """Apply ``key=value`` strings (CLI ``--set``) or a ``{key: value}`` dict in place."""
     items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
     for key, value in items:
-        if isinstance(value, str) and not isinstance(getattr(_section(cfg, key), key.split(".")[-1], None), (str, tuple)):
-            value = yaml.safe_load(value) if value.strip() else value
-        _set(cfg, key, value)
+        _set(cfg, key, value)  # _coerce parses strings into the field's type
     return cfg
-
-
-def _section(cfg: OSTEConfig, dotted: str) -> Any:
-    return getattr(cfg, dotted.split(".")[0], None)
 
 
 def _split(item: str) -> tuple[str, str]:
