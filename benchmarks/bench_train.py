@@ -26,13 +26,28 @@ from oste_core.utils.device import device_description, pick_device
 from bench_core import energy_row, timed_ms  # the same timing helpers as the core benchmark
 
 
-def train_phases(data: Path, args, overrides: dict) -> tuple[float, dict[str, float]]:
+def bench_config(args, **overrides) -> OSTEConfig:
     cfg = OSTEConfig()
-    apply_overrides(cfg, {"train.iters": args.warmup + args.iters, "train.batch": args.batch,
-                          "train.crop": args.crop, "train.device": args.device, "train.workers": args.workers,
-                          "train.checkpoint_every": 0, "train.log_every": 1,
+    apply_overrides(cfg, {"train.batch": args.batch, "train.crop": args.crop, "train.device": args.device,
+                          "train.workers": args.workers, "train.checkpoint_every": 0,
                           "model.backbone": args.backbone, "model.pretrained": args.pretrained,
                           "model.crf_backend": args.crf, **overrides})
+    apply_overrides(cfg, args.set)
+    return cfg
+
+
+def throughput(data: Path, args) -> float:
+    """Images/s of plain training (no phase syncs): the second of two windows of ``args.iters`` steps."""
+    cfg = bench_config(args, **{"train.iters": 2 * args.iters, "train.log_every": args.iters})
+    rates = []
+    Trainer(cfg, data, Path(tempfile.mkdtemp()),
+            on_event=lambda event: rates.append(event.images_per_s) if event.kind == "progress" else None).run()
+    return rates[-1]
+
+
+def train_phases(data: Path, args) -> dict[str, float]:
+    """Mean seconds per step of each training phase (CUDA synchronised between phases)."""
+    cfg = bench_config(args, **{"train.iters": args.warmup + args.iters, "train.log_every": 1})
     trainer = Trainer(cfg, data, Path(tempfile.mkdtemp()), profile_phases=True)
 
     def drop_warmup(event) -> None:  # cudnn autotuning and allocator growth stay out of the means
@@ -41,8 +56,23 @@ def train_phases(data: Path, args, overrides: dict) -> tuple[float, dict[str, fl
 
     trainer.on_event = drop_warmup
     trainer.run()
-    means = trainer.timer.means()
-    return args.batch / sum(means.values()), means
+    return trainer.timer.means()
+
+
+def profile_steps(data: Path, args, path: Path) -> None:
+    """torch.profiler tables (top ops by device time, then by op and input shape) of 3 steps after warm-up."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    cfg = bench_config(args, **{"train.iters": args.warmup + 4, "train.log_every": 1})
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, schedule=schedule(wait=args.warmup, warmup=1, active=3),
+                 record_shapes=True) as prof:
+        Trainer(cfg, data, Path(tempfile.mkdtemp()),
+                on_event=lambda event: prof.step() if event.kind == "progress" else None).run()
+    sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    path.write_text(prof.key_averages().table(sort_by=sort_by, row_limit=50) + "\n\n" +
+                    prof.key_averages(group_by_input_shape=True).table(sort_by=sort_by, row_limit=50))
+    print(f"profile of 3 steps written to {path}")
 
 
 def forward_ms(args, device: torch.device, **switches) -> float:
@@ -72,12 +102,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--crf", default="auto", help="CRF backend: auto, torch, pydensecrf")
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for the training runs, e.g. train.compile=true")
+    parser.add_argument("--profile", type=Path, help="also write a torch.profiler table of 3 steps to this file")
     args = parser.parse_args()
     device = pick_device(args.device)
     args.device = str(device)
     data = write_demo_data(Path(tempfile.mkdtemp()) / "data", n=args.images, size=max(args.crop, 128), seed=0)
 
-    images_per_s, phases = train_phases(data, args, {})
+    images_per_s = throughput(data, args)
+    phases = train_phases(data, args)
     step_ms = 1000 * sum(phases.values())
     full = forward_ms(args, device)
     no_lem = forward_ms(args, device, **{"model.use_lem": False})
@@ -85,8 +119,9 @@ def main() -> None:
     energy = energy_row(args.batch, args.crop, device, args.warmup, args.iters)
 
     print(f"\nbench_train: {args.backbone}, batch {args.batch}, crop {args.crop}, {device_description(device)}, "
-          f"torch {torch.__version__}, CRF {args.crf}")
-    print(f"full OSTE training: {images_per_s:.1f} images/s, {step_ms:.0f} ms/step\n")
+          f"torch {torch.__version__}, CRF {args.crf}, overrides {args.set or 'none'}")
+    print(f"full OSTE training: {images_per_s:.1f} images/s ({1000 * args.batch / images_per_s:.0f} ms/step)")
+    print(f"phase breakdown (CUDA synchronised after each phase): {step_ms:.0f} ms/step\n")
     print(f"| {'phase':<38} | {'ms/step':>9} | {'share':>6} |")
     print(f"| {'-' * 38} | {'-' * 9}:| {'-' * 6}:|")
     for name, seconds in phases.items():
@@ -99,7 +134,10 @@ def main() -> None:
     print(f"| {'LEM (2x2 + 4x4 tiles)':<38} | {full - no_lem:9.1f} |")
     print(f"| {'energy loss fwd+bwd (alone)':<38} | {energy:9.1f} |")
     pseudo_share = phases.get("pseudo_labels", 0.0) * 1000 / step_ms
-    print(f"\npseudo-labels (FBE + CRF) share of step time: {100 * pseudo_share:.1f}%")
+    print(f"\npseudo-labels (FBE + CRF) share of step time: {100 * pseudo_share:.1f}%; with the energy loss "
+          f"(timed alone): {100 * (pseudo_share + energy / step_ms):.1f}%")
+    if args.profile:
+        profile_steps(data, args, args.profile)
 
 
 if __name__ == "__main__":

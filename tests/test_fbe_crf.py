@@ -193,9 +193,21 @@ def test_pydensecrf_process_pool_gives_the_same_result():
 def test_torch_backend_bounds_the_number_of_grid_cells():
     images = torch.randint(0, 256, (1, 3, 30, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     crf = TorchDenseCRF(iters=2, max_bins=20)
-    cells, kernel, _ = crf._bilateral_grid(images[0].float())
-    assert kernel.shape[0] <= 20 and int(cells.max()) + 1 == kernel.shape[0]
+    cells, kernel, _ = crf._bilateral_grid(images.float())
+    assert kernel.shape[1] <= 20 and int(cells.max()) + 1 == kernel.shape[1]
     assert crf(images, torch.full((1, 2, 30, 30), 0.5)).shape == (1, 30, 30)
+
+
+def test_torch_backend_batch_equals_one_image_at_a_time():
+    """Images of a batch are padded to a common cell count; that must not change any image's result."""
+    images, probs = astronaut_case(size=48)
+    noise = torch.randint(0, 256, (1, 3, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images, probs = torch.cat([images, noise, images.flip(-1)]), torch.cat([probs, probs, probs.flip(-1)])
+    crf = TorchDenseCRF(iters=5, max_bins=300)  # the noise image needs wider cells than the others
+    batched = crf.probabilities(images, probs, num_labels=[3, 2, 3])
+    for b, count in enumerate([3, 2, 3]):
+        alone = crf.probabilities(images[b:b + 1], probs[b:b + 1, :count], num_labels=[count])
+        assert torch.allclose(batched[b, :count], alone[0], atol=1e-5)
 
 
 def test_auto_backend_choice_and_bad_names():

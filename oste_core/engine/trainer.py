@@ -248,6 +248,8 @@ class Trainer:
         use_cuda = device.type == "cuda"
         if use_cuda and t.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if t.compile:
+            model.backbone.compile()  # in place: parameter names and checkpoints stay the same
         optimizer = self._optimizer(model)
         start_iter = 0
         if resume:
@@ -312,10 +314,11 @@ class Trainer:
                     losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
                 total = losses["total"]
                 timer.mark("losses")
-                if dist_utils.any_flag(not bool(torch.isfinite(total)), device, self.dist):
-                    raise TrainingError(self._divergence_message(losses, iteration))
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
+                # checked after the backward is queued (the GPU keeps busy meanwhile), before any weight changes
+                if dist_utils.any_flag(not bool(torch.isfinite(total)), device, self.dist):
+                    raise TrainingError(self._divergence_message(losses, iteration))
                 if t.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()

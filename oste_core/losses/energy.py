@@ -12,9 +12,11 @@ Normalisation (Eq 20's 1/W): W = sum_{i != j} G(i, j), so E is the kernel-weight
 two pixels disagree, in [0, 1] whatever the grid size; the loss is the mean of E over the images that
 have at least two valid grid pixels. The diagonal i == j is excluded (a pixel is not its own neighbour).
 
-Exact dense computation over the grid in pure PyTorch: rows of G are built ``chunk`` at a time and
-never stored, so memory is O(chunk * N) in the forward and O(N * C) kept for the backward, which uses
-the closed form dE/dS_k(m) = (G_m - 2 (G S_k)(m)) / W (G symmetric; G_m the row sum).
+Exact dense computation over the grid in pure PyTorch, the whole batch at once (batched matmuls, no
+per-image loop, no host sync): rows of G are built ``chunk`` at a time and never stored, so memory is
+O(B * chunk * N) in the forward and O(B * N * C) kept for the backward, which uses the closed form
+dE/dS_k(m) = (G_m - 2 (G S_k)(m)) / W (G symmetric; G_m the row sum over valid neighbours).
+Padding cells are masked out of both sums, so a padded image gives the value of its valid part alone.
 """
 from __future__ import annotations
 
@@ -53,44 +55,42 @@ def energy_loss(seg_probs: Tensor, images_uint8: Tensor, valid: Tensor | None, s
         ys = (torch.arange(grid[0], device=device, dtype=dtype) + 0.5) * (height / grid[0]) - 0.5
         xs = (torch.arange(grid[1], device=device, dtype=dtype) + 0.5) * (width / grid[1]) - 0.5
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        positions = torch.stack([yy, xx]).reshape(2, -1) / sigma_xy
-        energies = []
-        for b in range(batch):
-            keep = cells_valid[b].reshape(-1)
-            if int(keep.sum()) < 2:
-                continue
-            features = torch.cat([positions, colours[b].reshape(3, -1) / sigma_rgb])[:, keep].T.contiguous()
-            cell_probs = probs[b].reshape(probs.shape[1], -1)[:, keep].T
-            energies.append(_PottsEnergy.apply(cell_probs, features, chunk))
-    if not energies:
-        return seg_probs.sum() * 0.0
-    return torch.stack(energies).mean()
+        positions = (torch.stack([yy, xx]) / sigma_xy).expand(batch, 2, *grid)
+        features = torch.cat([positions, colours / sigma_rgb], dim=1).flatten(2).transpose(1, 2).contiguous()
+        keep = cells_valid.flatten(1).to(dtype)
+        energies = _PottsEnergy.apply(probs.flatten(2).transpose(1, 2), features, keep, chunk)
+        counted = keep.sum(dim=1) >= 2  # an image needs two valid cells to have any pair
+        return (energies * counted).sum() / counted.sum().clamp_min(1)
 
 
 class _PottsEnergy(torch.autograd.Function):
-    """E = sum_k sum_{i != j} G_ij S_ik (1 - S_jk) / W for S (N, C) and features (N, d) scaled by sigma."""
+    """Per image b: E_b = sum_k sum_{i != j} v_i v_j G_ij S_ik (1 - S_jk) / W_b for S (B, N, C), features
+    (B, N, d) scaled by sigma and validity v (B, N); W_b = sum_{i != j} v_i v_j G_ij. Returns E (B,)."""
 
     @staticmethod
-    def forward(ctx, probs: Tensor, features: Tensor, chunk: int) -> Tensor:
-        filtered = torch.empty_like(probs)
-        row_sums = torch.empty(probs.shape[0], dtype=probs.dtype, device=probs.device)
+    def forward(ctx, probs: Tensor, features: Tensor, keep: Tensor, chunk: int) -> Tensor:
+        batch, cells, classes = probs.shape
+        # one matmul per chunk gives G (v S) and G v together
+        sources = torch.cat([probs * keep[..., None], keep[..., None]], dim=2)
+        filtered = torch.empty_like(sources)
         # -|f_i - f_j|^2 / 2 = f_i.f_j - |f_i|^2 / 2 - |f_j|^2 / 2: one product of augmented rows per chunk
-        half_norms = 0.5 * features.square().sum(dim=1, keepdim=True)
+        half_norms = 0.5 * features.square().sum(dim=2, keepdim=True)
         ones = torch.ones_like(half_norms)
-        left = torch.cat([features, -half_norms, ones], dim=1)
-        right = torch.cat([features, ones, -half_norms], dim=1)
-        for start in range(0, probs.shape[0], chunk):
+        left = torch.cat([features, -half_norms, ones], dim=2)
+        right = torch.cat([features, ones, -half_norms], dim=2).transpose(1, 2)
+        for start in range(0, cells, chunk):
             rows = slice(start, start + chunk)
-            kernel = (left[rows] @ right.T).clamp_max_(0.0).exp_()
-            own = torch.arange(kernel.shape[0], device=kernel.device)
-            kernel[own, own + start] = 0.0  # no i == j term
-            filtered[rows] = kernel @ probs
-            row_sums[rows] = kernel.sum(dim=1)
-        total = row_sums.sum().clamp_min(torch.finfo(probs.dtype).tiny)
-        ctx.save_for_backward(filtered, row_sums, total)
-        return (probs * (row_sums[:, None] - filtered)).sum() / total
+            kernel = torch.bmm(left[:, rows], right).clamp_max_(0.0).exp_()
+            own = torch.arange(kernel.shape[1], device=kernel.device)
+            kernel[:, own, own + start] = 0.0  # no i == j term
+            filtered[:, rows] = torch.bmm(kernel, sources)
+        neighbours, row_sums = filtered[..., :classes], filtered[..., classes] * keep
+        total = row_sums.sum(dim=1).clamp_min(torch.finfo(probs.dtype).tiny)
+        ctx.save_for_backward(neighbours, row_sums, keep, total)
+        return (probs * (row_sums[..., None] - neighbours * keep[..., None])).sum(dim=(1, 2)) / total
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        filtered, row_sums, total = ctx.saved_tensors
-        return grad * (row_sums[:, None] - 2.0 * filtered) / total, None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        neighbours, row_sums, keep, total = ctx.saved_tensors
+        scale = (grad / total)[:, None, None]
+        return scale * (row_sums[..., None] - 2.0 * neighbours * keep[..., None]), None, None, None

@@ -93,12 +93,9 @@ class DenseCRF:
     def probabilities(self, images: Tensor, probs: Tensor, num_labels: Sequence[int] | None = None) -> Tensor:
         """Mean-field marginals Q ``(B, L, H, W)`` float32 on ``probs.device`` (unused labels are 0)."""
         counts = _check_inputs(images, probs, num_labels)
-        out = torch.zeros(probs.shape, dtype=torch.float32, device=probs.device)
-        for index, q in enumerate(self._infer(images, probs, counts)):
-            out[index, : counts[index]] = q.to(out.device)
-        return out
+        return self._infer(images, probs, counts).to(probs.device)
 
-    def _infer(self, images: Tensor, probs: Tensor, counts: list[int]) -> list[Tensor]:
+    def _infer(self, images: Tensor, probs: Tensor, counts: list[int]) -> Tensor:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -159,7 +156,7 @@ class PydenseCRF(DenseCRF):
             weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
         return self._pool
 
-    def _infer(self, images: Tensor, probs: Tensor, counts: list[int]) -> list[Tensor]:
+    def _infer(self, images: Tensor, probs: Tensor, counts: list[int]) -> Tensor:
         pixels = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         probs_np = probs.detach().float().cpu().numpy()
         jobs = [(pixels[b], probs_np[b, : counts[b]], self.iters, asdict(self.params)) for b in range(len(counts))]
@@ -167,7 +164,10 @@ class PydenseCRF(DenseCRF):
             results = list(self._executor().map(pydensecrf_inference, *zip(*jobs)))
         else:
             results = [pydensecrf_inference(*job) for job in jobs]
-        return [torch.from_numpy(q) for q in results]
+        out = torch.zeros(probs.shape, dtype=torch.float32)
+        for b, q in enumerate(results):
+            out[b, : counts[b]] = torch.from_numpy(q)
+        return out
 
     def close(self) -> None:
         if self._pool is not None:
@@ -176,7 +176,12 @@ class PydenseCRF(DenseCRF):
 
 
 class TorchDenseCRF(DenseCRF):
-    """Mean field in PyTorch on ``device`` (default: the device of the probabilities)."""
+    """Mean field in PyTorch on ``device`` (default: the device of the probabilities), a whole batch at once.
+
+    Every step is a batched tensor op (no per-image Python loop): the grid cells of all images are
+    numbered together and padded to the largest image's count, so the cell-to-cell kernels form one
+    ``(B, M, M)`` tensor. Host syncs: one per grid-widening round (usually one) and one for ``M``.
+    """
 
     backend = "torch"
 
@@ -188,69 +193,93 @@ class TorchDenseCRF(DenseCRF):
         self.bin_rgb = bin_rgb
         self.max_bins = max_bins
 
-    def _infer(self, images: Tensor, probs: Tensor, counts: list[int]) -> list[Tensor]:
+    def _infer(self, images: Tensor, probs: Tensor, counts: list[int]) -> Tensor:
         device = self.device or probs.device
-        results = []
-        for b, count in enumerate(counts):
-            image = images[b].to(device).float()
-            p = probs[b, :count].detach().to(device).float()
-            results.append(self._mean_field(image, p))
-        return results
-
-    def _mean_field(self, image: Tensor, probs: Tensor) -> Tensor:
-        labels, height, width = probs.shape
+        images = images.to(device).float()
+        probs = probs.detach().to(device).float()
+        batch, labels, height, width = probs.shape
         prm = self.params
-        unary = -probs.clamp(UNARY_CLIP, 1.0).log().reshape(labels, -1)
-        taps = _gaussian_taps(prm.gaussian_sxy, image.device)
-        gauss_norm = _blur(torch.ones(1, height, width, device=image.device), taps).rsqrt().reshape(1, -1)
-        cells, kernel, cell_norm = self._bilateral_grid(image)
-        q = torch.softmax(-unary, dim=0)
+        used = torch.arange(labels, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]
+        logits = probs.clamp(UNARY_CLIP, 1.0).log().reshape(batch, labels, -1)
+        logits = logits.masked_fill(~used[:, :, None], float("-inf"))  # unused labels get Q = 0
+        taps = _gaussian_taps(prm.gaussian_sxy, device)
+        gauss_norm = _blur(torch.ones(1, height, width, device=device), taps).rsqrt().reshape(1, 1, -1)
+        cells, kernel, cell_norm = self._bilateral_grid(images)
+        index = cells[:, None, :].expand(batch, labels, -1)
+        q = torch.softmax(logits, dim=1)
         for _ in range(self.iters):
-            gauss = gauss_norm * _blur((q * gauss_norm).reshape(labels, height, width), taps).reshape(labels, -1)
-            summed = torch.zeros(labels, kernel.shape[0], device=q.device).index_add_(1, cells, q)
-            bilateral = (cell_norm * ((summed * cell_norm) @ kernel))[:, cells]
-            q = torch.softmax(-unary + prm.gaussian_compat * gauss + prm.bilateral_compat * bilateral, dim=0)
-        return q.reshape(labels, height, width)
+            gauss = _blur((q * gauss_norm).reshape(batch * labels, height, width), taps)
+            gauss = gauss_norm * gauss.reshape(batch, labels, -1)
+            summed = q.new_zeros(batch, labels, kernel.shape[1]).scatter_add_(2, index, q)
+            bilateral = (cell_norm * torch.bmm(summed * cell_norm, kernel)).gather(2, index)
+            q = torch.softmax(logits + prm.gaussian_compat * gauss + prm.bilateral_compat * bilateral, dim=1)
+        return q.reshape(batch, labels, height, width)
 
-    def _bilateral_grid(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Cell index of every pixel (N,), the cell-to-cell Gaussian (M, M) and its normalisation (1, M)."""
-        _, height, width = image.shape
-        prm = self.params
-        ys, xs = torch.meshgrid(torch.arange(height, device=image.device, dtype=torch.float32),
-                                torch.arange(width, device=image.device, dtype=torch.float32), indexing="ij")
-        features = torch.cat([torch.stack([xs, ys]) / prm.bilateral_sxy, image / prm.bilateral_srgb]).reshape(5, -1).T
-        widths = torch.tensor([self.bin_xy] * 2 + [self.bin_rgb] * 3, device=image.device)
+    def _bilateral_grid(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Cell of every pixel ``(B, N)``, cell-to-cell Gaussians ``(B, M, M)`` and normalisation ``(B, 1, M)``.
+
+        Pixels are binned in (x/sxy, y/sxy, rgb/srgb) with cells of ``bin_xy`` x ``bin_rgb``; an image
+        whose occupied cells exceed ``max_bins`` gets cells 1.25x wider, round by round. Cells are padded
+        to M per image; empty padding cells hold no pixels and so send no message.
+        """
+        batch, _, height, width = images.shape
+        prm, device = self.params, images.device
+        ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
+                                torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+        position = (torch.stack([xs, ys]) / prm.bilateral_sxy).expand(batch, 2, height, width)
+        features = torch.cat([position, images / prm.bilateral_srgb], dim=1).reshape(batch, 5, -1).transpose(1, 2)
+        base = torch.tensor([self.bin_xy] * 2 + [self.bin_rgb] * 3, device=device)
+        widening = torch.ones(batch, device=device)
         while True:
-            coords = torch.floor(features / widths).long()
-            coords -= coords.min(dim=0).values
-            sizes = coords.max(dim=0).values + 1
-            key = coords[:, 0]
-            for dim in range(1, 5):
-                key = key * sizes[dim] + coords[:, dim]
-            occupied = torch.bincount(key, minlength=int(torch.prod(sizes)))
-            if int((occupied > 0).sum()) <= self.max_bins:
+            inverse, occupied = _cells_per_image(_cell_keys(features, base * widening[:, None]))
+            too_many = occupied > self.max_bins
+            if not bool(too_many.any()):
                 break
-            widths = widths * 1.25
-        cell_of_key = torch.cumsum(occupied > 0, dim=0) - 1
-        cells = cell_of_key[key]
-        num_cells = int(cells.max()) + 1
-        counts = torch.bincount(cells, minlength=num_cells).float()
-        centres = torch.zeros(num_cells, 5, device=image.device).index_add_(0, cells, features) / counts[:, None]
+            widening = torch.where(too_many, widening * 1.25, widening)
+        first_cell = torch.cumsum(occupied, dim=0) - occupied  # global id of each image's first cell
+        cells = inverse - first_cell[:, None]
+        num_cells = int(occupied.max())
+        flat = cells + torch.arange(batch, device=device)[:, None] * num_cells
+        pixel_counts = torch.bincount(flat.reshape(-1), minlength=batch * num_cells).float()
+        centres = torch.zeros(batch * num_cells, 5, device=device).index_add_(0, flat.reshape(-1), features.reshape(-1, 5))
+        centres = (centres / pixel_counts.clamp_min(1.0)[:, None]).reshape(batch, num_cells, 5)
+        pixel_counts = pixel_counts.reshape(batch, num_cells, 1)
         kernel = _gaussian_kernel(centres)
-        cell_norm = (kernel @ counts).rsqrt()[None]
+        cell_norm = torch.bmm(kernel, pixel_counts).clamp_min(1.0).rsqrt().transpose(1, 2)
         return cells, kernel, cell_norm
 
 
+def _cell_keys(features: Tensor, widths: Tensor) -> Tensor:
+    """Integer cell key ``(B, N)`` of every pixel, unique within its image, for per-image cell ``widths`` (B, 5)."""
+    coords = torch.floor(features / widths[:, None, :]).long()
+    coords = coords - coords.amin(dim=1, keepdim=True)
+    sizes = coords.amax(dim=(0, 1)) + 1
+    key = coords[..., 0]
+    for dim in range(1, 5):
+        key = key * sizes[dim] + coords[..., dim]
+    return key
+
+
+def _cells_per_image(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Global cell id of every pixel ``(B, N)`` (ids sorted by image, then key) and occupied cells per image (B,)."""
+    batch = keys.shape[0]
+    span = keys.max() + 1
+    global_keys = keys + torch.arange(batch, device=keys.device)[:, None] * span
+    unique_keys, inverse = torch.unique(global_keys, return_inverse=True)
+    occupied = torch.bincount(torch.div(unique_keys, span, rounding_mode="floor"), minlength=batch)
+    return inverse, occupied
+
+
 def _gaussian_kernel(points: Tensor) -> Tensor:
-    """exp(-|a - b|^2 / 2) between all rows of (M, d) ``points``: one matmul and one exp.
+    """exp(-|a - b|^2 / 2) between all rows of ``points`` (..., M, d): one (batched) matmul and one exp.
 
     -|a - b|^2 / 2 = a.b - |a|^2 / 2 - |b|^2 / 2, written as one product of augmented rows.
     """
-    half_norm = 0.5 * points.square().sum(dim=1, keepdim=True)
+    half_norm = 0.5 * points.square().sum(dim=-1, keepdim=True)
     ones = torch.ones_like(half_norm)
-    left = torch.cat([points, -half_norm, ones], dim=1)
-    right = torch.cat([points, ones, -half_norm], dim=1)
-    return (left @ right.T).clamp_max_(0.0).exp_()
+    left = torch.cat([points, -half_norm, ones], dim=-1)
+    right = torch.cat([points, ones, -half_norm], dim=-1)
+    return (left @ right.transpose(-1, -2)).clamp_max_(0.0).exp_()
 
 
 def _gaussian_taps(sigma: float, device: torch.device) -> Tensor:

@@ -91,23 +91,23 @@ def make_pseudo_labels(cams: Tensor, images_uint8: Tensor, tags: Tensor, cfg: Mo
 
 def _crf_labels(scores: Tensor, images_uint8: Tensor, tagged: Tensor, cfg: ModelConfig,
                 crf: DenseCRF | None) -> Tensor:
-    """Eq 11: the CRF label (class index) over [background, tagged classes] of each image."""
-    batch, _, height, width = scores.shape
-    label_sets = [torch.cat([tagged.new_zeros(1, dtype=torch.long), tagged[b].nonzero()[:, 0] + 1]) for b in range(batch)]
-    counts = [len(labels) for labels in label_sets]
-    result = torch.zeros(batch, height, width, dtype=torch.long, device=scores.device)
-    with_tags = [b for b in range(batch) if counts[b] > 1]
-    if not with_tags:
-        return result
-    probs = scores.new_zeros(len(with_tags), max(counts), height, width)
-    for row, b in enumerate(with_tags):
-        subset = scores[b, label_sets[b]]
-        probs[row, : counts[b]] = subset / subset.sum(dim=0, keepdim=True).clamp_min(EPS)
+    """Eq 11: the CRF label (class index) over [background, tagged classes] of each image, batched.
+
+    Each image's labels are packed first (background, then its tags in class order), so one CRF call
+    runs the whole batch; an image without tags is all background.
+    """
+    allowed = torch.cat([torch.ones_like(tagged[:, :1]), tagged], dim=1)
+    order = torch.argsort((~allowed).to(torch.uint8), dim=1, stable=True)  # allowed labels first
+    counts = allowed.sum(dim=1)
+    num_labels = int(counts.max())
+    order = order[:, :num_labels]
+    packed = scores.gather(1, order[:, :, None, None].expand(-1, -1, *scores.shape[2:]))
+    used = torch.arange(num_labels, device=scores.device)[None, :] < counts[:, None]
+    packed = packed * used[:, :, None, None]
+    probs = packed / packed.sum(dim=1, keepdim=True).clamp_min(EPS)
     crf = crf or make_crf(cfg.crf_backend, iters=cfg.crf_iters, device=scores.device)
-    picked = crf(images_uint8[with_tags], probs, [counts[b] for b in with_tags]).to(scores.device)
-    for row, b in enumerate(with_tags):
-        result[b] = label_sets[b][picked[row]]
-    return result
+    picked = crf(images_uint8, probs, counts.tolist()).to(scores.device)
+    return order.gather(1, picked.flatten(1)).view_as(picked)
 
 
 def _valid_mask(valid: Tensor | None, batch: int, size: tuple[int, int], device: torch.device) -> Tensor:
