@@ -104,3 +104,31 @@ def test_deterministic_given_seeds(demo: Path) -> None:
 def test_bad_settings_are_rejected(demo: Path) -> None:
     with pytest.raises(ValueError, match="scale_range"):
         TrainDataset(open_folder(demo), scale_range=(1.5, 0.5))
+
+
+LOADER_AFTER_OPENCV = """
+import sys
+import cv2
+import numpy as np
+from torch.utils.data import DataLoader
+from oste_core.data import TrainDataset, open_folder, seed_worker
+
+cv2.setNumThreads(4)  # the parent's OpenCV thread pool is running before the workers fork
+frame = np.random.rand(1500, 1500).astype(np.float32)
+for _ in range(3):
+    cv2.GaussianBlur(cv2.resize(frame, (1200, 1200)), (31, 31), 5)
+loader = DataLoader(TrainDataset(open_folder(sys.argv[1]), crop=64), batch_size=2, num_workers=2,
+                    worker_init_fn=seed_worker)
+print(sum(1 for _ in zip(range(3), loader)))
+"""
+
+
+def test_loader_workers_start_after_the_parent_used_opencv(demo: Path) -> None:
+    """Regression: a worker init that reconfigured OpenCV's threads deadlocked every forked worker."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LOADER_AFTER_OPENCV, str(demo)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "3"

@@ -31,13 +31,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed; one thread each.
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed; one torch thread.
 
-    Each worker decodes and augments one image at a time, so intra-op threads in OpenCV or torch only
-    oversubscribe the cores the other workers (and the training process) need.
+    OpenCV's thread count is left alone on purpose: ``cv2.setNumThreads`` in a forked worker whose parent
+    already started OpenCV's thread pool deadlocks (seen on Linux with 16 cores;
+    ``tests/test_dataset_aug.py`` reproduces the setting).
     """
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
