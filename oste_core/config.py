@@ -75,7 +75,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the backbone (the first steps of each input shape then take a while)
     device: str = "auto"
     seed: int = 0
-    workers: int = 2
+    workers: int = 4  # data-loader processes (the CPU preset uses 0: the training step needs the cores)
     crf_workers: int = 0  # >0: a process pool for the pydensecrf backend
     max_side: int = 1024  # images are downscaled on load to this longest side
     checkpoint_every: int = 500

@@ -80,6 +80,17 @@ def test_image_without_tags_is_background_everywhere():
     assert (label == 0).all()
 
 
+def test_batch_mixing_untagged_and_multi_tag_images_matches_one_image_at_a_time():
+    images, cams = object_scene(batch=3)
+    cams[2, 2, :4, :4] = 6.0  # image 2 also has class 3, top-left
+    tags = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    cfg, crf = ModelConfig(crf_iters=3), make_crf("torch", iters=3)
+    batched = make_pseudo_labels(cams, images, tags, cfg, crf)
+    for b in range(3):
+        assert torch.equal(batched[b], make_pseudo_labels(cams[b:b + 1], images[b:b + 1], tags[b:b + 1], cfg, crf)[0])
+    assert (batched[1] == 0).all() and (batched[2] == 3).any() and not (batched[0] == 3).any()
+
+
 def test_scores_follow_eqs_9_and_10():
     images, cams = object_scene()
     cfg = ModelConfig(gamma=4.0)

@@ -94,7 +94,7 @@ def _crf_labels(scores: Tensor, images_uint8: Tensor, tagged: Tensor, cfg: Model
     """Eq 11: the CRF label (class index) over [background, tagged classes] of each image, batched.
 
     Each image's labels are packed first (background, then its tags in class order), so one CRF call
-    runs the whole batch; an image without tags is all background.
+    runs the whole batch; an image without tags is all background (and skips the CRF).
     """
     allowed = torch.cat([torch.ones_like(tagged[:, :1]), tagged], dim=1)
     order = torch.argsort((~allowed).to(torch.uint8), dim=1, stable=True)  # allowed labels first
@@ -105,8 +105,11 @@ def _crf_labels(scores: Tensor, images_uint8: Tensor, tagged: Tensor, cfg: Model
     used = torch.arange(num_labels, device=scores.device)[None, :] < counts[:, None]
     packed = packed * used[:, :, None, None]
     probs = packed / packed.sum(dim=1, keepdim=True).clamp_min(EPS)
-    crf = crf or make_crf(cfg.crf_backend, iters=cfg.crf_iters, device=scores.device)
-    picked = crf(images_uint8, probs, counts.tolist()).to(scores.device)
+    picked = torch.zeros(probs.shape[0], *probs.shape[2:], dtype=torch.long, device=scores.device)
+    rows = (counts > 1).nonzero()[:, 0]  # images with tags; the others stay background without a CRF run
+    if len(rows):
+        crf = crf or make_crf(cfg.crf_backend, iters=cfg.crf_iters, device=scores.device)
+        picked[rows] = crf(images_uint8[rows.to(images_uint8.device)], probs[rows], counts[rows].tolist()).to(picked.device)
     return order.gather(1, picked.flatten(1)).view_as(picked)
 
 
