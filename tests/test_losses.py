@@ -66,11 +66,13 @@ def test_mae_loss_adds_the_maf_term_only_with_maf_and_detaches_its_target() -> N
     assert mae_loss(baseline, TAGS) == 0  # neither LEM nor MAF
     lem_only = {**baseline, "merged_cams": merged}
     assert torch.allclose(mae_loss(lem_only, TAGS), cam_consistency_loss(cam, merged, TAGS))
+    lem_enhanced = {**lem_only, "enhanced_cam": (cam + merged[2]) / 2, "enhanced_by": "lem"}  # MAF off: no term
+    assert torch.allclose(mae_loss(lem_enhanced, TAGS), cam_consistency_loss(cam, merged, TAGS))
     enhanced = torch.rand(2, 3, 4, 4, requires_grad=True)
-    with_maf = {**lem_only, "enhanced_cam": enhanced}
+    with_maf = {**lem_only, "enhanced_cam": enhanced, "enhanced_by": "maf"}
     maf_term = ((enhanced - merged[2]).abs() * TAGS[:, :, None, None]).mean()
     assert torch.allclose(mae_loss(with_maf, TAGS), cam_consistency_loss(cam, merged, TAGS) + maf_term)
-    only_maf = {"cam": cam, "enhanced_cam": enhanced}
+    only_maf = {"cam": cam, "enhanced_cam": enhanced, "enhanced_by": "maf"}
     mae_loss(only_maf, TAGS).backward()  # without LEM the MAF target is the (detached) CAM
     assert enhanced.grad.abs().sum() > 0 and cam.grad is None
 
@@ -101,6 +103,7 @@ def _out(lem: bool = True, maf: bool = True) -> dict:
         "logits": torch.randn(2, 3, requires_grad=True),
         "cam": cam,
         "enhanced_cam": torch.rand(2, 3, 4, 4, requires_grad=True) if maf else cam,
+        "enhanced_by": "maf" if maf else "cam",
         "seg_logits": torch.randn(2, 4, 4, 4, requires_grad=True),
     }
     if lem:

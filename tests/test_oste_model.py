@@ -61,7 +61,7 @@ def test_forward_keys_and_shapes_follow_the_switches(backbone_state, switches: d
         out = model(images)
     lem_on = switches.get("use_lem", True) and switches.get("lem_grids", (2, 4))
     maf_on = switches.get("use_maf", True)
-    expected = {"logits", "cam", "enhanced_cam", "seg_logits"}
+    expected = {"logits", "cam", "enhanced_cam", "enhanced_by", "seg_logits"}
     if lem_on:
         expected |= {"tile_logits", "merged_cams", "merged_cam"}
     assert set(out) == expected
@@ -69,7 +69,11 @@ def test_forward_keys_and_shapes_follow_the_switches(backbone_state, switches: d
     assert out["cam"].shape == (2, NUM_CLASSES, 4, 4) and (out["cam"] >= 0).all()
     assert out["enhanced_cam"].shape == (2, NUM_CLASSES, 4, 4) and (out["enhanced_cam"] >= 0).all()
     assert out["seg_logits"].shape == (2, NUM_CLASSES + 1, 4, 4)
-    assert (out["enhanced_cam"] is out["cam"]) == (not maf_on)
+    assert out["enhanced_by"] == ("maf" if maf_on else "lem" if lem_on else "cam")
+    assert (out["enhanced_cam"] is out["cam"]) == (not maf_on and not lem_on)
+    if lem_on and not maf_on:  # Eq 8 with A = identity: FBE sees the LEM merged CAM
+        mean_merged = torch.stack(list(out["merged_cams"].values())).mean(dim=0)
+        assert torch.allclose(out["enhanced_cam"], (out["cam"] + mean_merged) / 2)
     assert (model.maf is None) == (not maf_on)  # modules that are off are not built (DDP: no unused params)
     if lem_on:
         assert {n: tuple(t.shape) for n, t in out["tile_logits"].items()} == {2: (8, 3), 4: (32, 3)}

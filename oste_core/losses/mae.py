@@ -39,11 +39,11 @@ def maf_consistency_loss(enhanced_cam: Tensor, target: Tensor, tags: Tensor) -> 
 def mae_loss(out: dict, tags: Tensor) -> Tensor:
     """Eq 16 plus, when MAF is on, the MAF term; zero when there is neither LEM nor MAF.
 
-    ``out`` is ``OSTEModel.forward``'s dict: MAF is off exactly when its "enhanced_cam" is the "cam" tensor.
+    ``out`` is ``OSTEModel.forward``'s dict; the MAF term is added when its "enhanced_by" is "maf".
     """
     merged_cams = out.get("merged_cams") or {}
     loss = cam_consistency_loss(out["cam"], merged_cams, tags)
-    if out["enhanced_cam"] is not out["cam"]:
+    if out.get("enhanced_by") == "maf":
         target = torch.stack(list(merged_cams.values())).mean(dim=0) if merged_cams else out["cam"]
         loss = loss + maf_consistency_loss(out["enhanced_cam"], target, tags)
     return loss

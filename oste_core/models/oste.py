@@ -56,7 +56,9 @@ class OSTEModel(nn.Module):
 
         "logits" (B, K); "cam" (B, K, h, w); with LEM "tile_logits" {n: (B*n*n, K)},
         "merged_cams" {n: (B, K, h, w)} and "merged_cam" (B, K, h, w) = their sum (M_merge, Eq 5);
-        "enhanced_cam" (B, K, h, w) (MAF, else the CAM); "seg_logits" (B, K+1, h, w).
+        "enhanced_cam" (B, K, h, w), the map FBE turns into pseudo-labels: MAF's Eq 8 output; with MAF off
+        but LEM on, Eq 8 with A = identity, (CAM + mean merged CAM) / 2; with both off, the CAM.
+        "enhanced_by" names which ("maf", "lem", "cam"); "seg_logits" (B, K+1, h, w).
         """
         stages = self.backbone(images)
         logits, cam = self.cam_head(stages[-1])
@@ -72,8 +74,13 @@ class OSTEModel(nn.Module):
             out["merged_cam"] = torch.stack(merged).sum(dim=0)
         if self.maf is not None:
             out["enhanced_cam"] = self.maf([stages[s - 1] for s in self.maf_stages], cam, merged)
+            out["enhanced_by"] = "maf"
+        elif merged:  # Eq 8 without the affinity (A = identity): the LEM merged CAM reaches FBE
+            out["enhanced_cam"] = (cam + torch.stack(merged).mean(dim=0)) / 2
+            out["enhanced_by"] = "lem"
         else:
             out["enhanced_cam"] = cam
+            out["enhanced_by"] = "cam"
         out["seg_logits"] = self.seg_head(stages[-1])
         return out
 
