@@ -72,7 +72,6 @@ class TrainConfig:
     grad_clip: float = 10.0
     amp: bool = True  # bf16 autocast where supported (CUDA only)
     channels_last: bool = True  # CUDA only
-    compile: bool = False  # torch.compile the backbone (the first steps of each input shape then take a while)
     device: str = "auto"
     seed: int = 0
     workers: int = 4  # data-loader processes (the CPU preset uses 0: the training step needs the cores)

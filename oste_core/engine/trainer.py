@@ -248,8 +248,6 @@ class Trainer:
         use_cuda = device.type == "cuda"
         if use_cuda and t.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if t.compile:
-            model.backbone.compile()  # in place: parameter names and checkpoints stay the same
         optimizer = self._optimizer(model)
         start_iter = 0
         if resume:
