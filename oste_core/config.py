@@ -91,10 +91,15 @@ class OSTEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OSTEConfig":
+    def from_dict(cls, data: dict[str, Any], ignored: list[str] | None = None) -> "OSTEConfig":
+        """Config from nested dicts. Unknown keys raise, unless ``ignored`` is given: then they are
+        skipped and their names appended to it (a run saved by another version of OSTE Studio)."""
         cfg = cls()
         for section, values in (data or {}).items():
             for key, value in (values or {}).items():
+                if ignored is not None and not _known(cfg, section, key):
+                    ignored.append(f"{section}.{key}")
+                    continue
                 _set(cfg, f"{section}.{key}", value)
         return cfg
 
@@ -161,6 +166,11 @@ def _coerce(value: Any, annotation: str, current: Any) -> Any:
     if isinstance(current, int):
         return int(float(value)) if isinstance(value, str) else int(value)
     return str(value)
+
+
+def _known(cfg: OSTEConfig, section_name: str, key: str) -> bool:
+    section = getattr(cfg, section_name, None)
+    return dataclasses.is_dataclass(section) and key in {f.name for f in fields(section)}
 
 
 def _set(cfg: OSTEConfig, dotted: str, value: Any) -> None:

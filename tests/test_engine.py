@@ -140,6 +140,18 @@ def test_predictor_returns_every_layer(demo_folder, tmp_path):
     assert len(results) == len(folder.samples)
 
 
+def test_a_run_saved_with_unknown_settings_loads_with_a_warning(demo_folder, tmp_path, caplog):
+    run = tmp_path / "run"
+    _train(tiny_config(**{"train.iters": 1}), demo_folder, run)
+    state = torch.load(run / "model.pt", weights_only=False)
+    state["config"]["train"]["from_a_newer_version"] = True  # e.g. a run made by a later OSTE Studio
+    torch.save(state, run / "model.pt")
+    with caplog.at_level("WARNING"):
+        predictor = Predictor.from_run(run, device="cpu")
+    assert "train.from_a_newer_version" in caplog.text and "model.pt" in caplog.text
+    assert predictor.class_names == open_folder(demo_folder).class_names
+
+
 def test_predictor_names_a_bad_run_folder(tmp_path):
     with pytest.raises(RunError, match="model.pt"):
         Predictor.from_run(tmp_path)

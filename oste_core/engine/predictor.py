@@ -6,6 +6,7 @@ to predict over all classes). Results are cached per image key (LRU).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from oste_core.models import OSTEModel
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import pick_device
+
+log = logging.getLogger(__name__)
 
 
 class RunError(RuntimeError):
@@ -81,10 +84,13 @@ class Predictor:
         weights = find_weights(run_dir)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=False)
-            cfg = OSTEConfig.from_dict(state["config"])
+            ignored: list[str] = []
+            cfg = OSTEConfig.from_dict(state["config"], ignored=ignored)
             class_names = list(state["class_names"])
         except Exception as exc:  # noqa: BLE001 - one clear message for any unreadable file
             raise RunError(f"{weights}: cannot read this model file ({exc})") from exc
+        if ignored:
+            log.warning("%s: ignoring settings this version does not know: %s", weights, ", ".join(ignored))
         torch_device = pick_device(device)
         cfg.model.pretrained = "none"  # the weights come from the run, not from ImageNet
         model = OSTEModel(cfg.model, num_classes=len(class_names))
