@@ -97,10 +97,12 @@ class OSTEConfig:
         cfg = cls()
         for section, values in (data or {}).items():
             for key, value in (values or {}).items():
-                if ignored is not None and not _known(cfg, section, key):
+                try:
+                    _set(cfg, f"{section}.{key}", value)
+                except KeyError:  # an unknown section or key; bad values still raise ValueError
+                    if ignored is None:
+                        raise
                     ignored.append(f"{section}.{key}")
-                    continue
-                _set(cfg, f"{section}.{key}", value)
         return cfg
 
     def save(self, path: str | Path) -> Path:
@@ -166,11 +168,6 @@ def _coerce(value: Any, annotation: str, current: Any) -> Any:
     if isinstance(current, int):
         return int(float(value)) if isinstance(value, str) else int(value)
     return str(value)
-
-
-def _known(cfg: OSTEConfig, section_name: str, key: str) -> bool:
-    section = getattr(cfg, section_name, None)
-    return dataclasses.is_dataclass(section) and key in {f.name for f in fields(section)}
 
 
 def _set(cfg: OSTEConfig, dotted: str, value: Any) -> None:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from oste_core.models.modules.crf import gaussian_kernel
+
 
 def energy_loss(seg_probs: Tensor, images_uint8: Tensor, valid: Tensor | None, sigma_rgb: float = 15.0,
                 sigma_xy: float = 100.0, scale: float = 0.25, chunk: int = 4096) -> Tensor:
@@ -73,14 +75,9 @@ class _PottsEnergy(torch.autograd.Function):
         # one matmul per chunk gives G (v S) and G v together
         sources = torch.cat([probs * keep[..., None], keep[..., None]], dim=2)
         filtered = torch.empty_like(sources)
-        # -|f_i - f_j|^2 / 2 = f_i.f_j - |f_i|^2 / 2 - |f_j|^2 / 2: one product of augmented rows per chunk
-        half_norms = 0.5 * features.square().sum(dim=2, keepdim=True)
-        ones = torch.ones_like(half_norms)
-        left = torch.cat([features, -half_norms, ones], dim=2)
-        right = torch.cat([features, ones, -half_norms], dim=2).transpose(1, 2)
         for start in range(0, cells, chunk):
             rows = slice(start, start + chunk)
-            kernel = torch.bmm(left[:, rows], right).clamp_max_(0.0).exp_()
+            kernel = gaussian_kernel(features[:, rows], features)
             own = torch.arange(kernel.shape[1], device=kernel.device)
             kernel[:, own, own + start] = 0.0  # no i == j term
             filtered[:, rows] = torch.bmm(kernel, sources)

@@ -76,7 +76,7 @@ class OSTEModel(nn.Module):
             out["enhanced_cam"] = self.maf([stages[s - 1] for s in self.maf_stages], cam, merged)
             out["enhanced_by"] = "maf"
         elif merged:  # Eq 8 without the affinity (A = identity): the LEM merged CAM reaches FBE
-            out["enhanced_cam"] = (cam + torch.stack(merged).mean(dim=0)) / 2
+            out["enhanced_cam"] = (cam + out["merged_cam"] / len(merged)) / 2
             out["enhanced_by"] = "lem"
         else:
             out["enhanced_cam"] = cam
