@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="headless demo: demo data, a short training, evaluation and export")
     p.add_argument("--out", type=Path, default=Path("oste-demo"))
     p.add_argument("--iters", type=int, help="default 300 on a GPU, 60 on the CPU")
+    p.add_argument("--n", type=int, default=64, help="demo images (written once, on the first run)")
 
     sub.add_parser("info", help="versions, the device that would be used, available CRF backends")
     return parser
@@ -276,7 +277,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_headless_demo(out_dir: str | Path, iters: int | None = None) -> int:
+def run_headless_demo(out_dir: str | Path, iters: int | None = None, n: int = 64) -> int:
     """What `oste-gui --demo` does without a display: demo data, train, evaluate, export.
 
     ``iters`` defaults to 300 on a GPU and 60 on the CPU (about five minutes on two cores).
@@ -285,7 +286,7 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None) -> int:
 
     from oste_core.config import apply_overrides, default_config
     from oste_core.engine.predictor import Predictor
-    from oste_core.engine.run_eval import evaluate_run, format_report
+    from oste_core.engine.run_eval import RunEvaluation, format_report
     from oste_core.export import export_masks
 
     out = Path(out_dir)
@@ -293,7 +294,7 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None) -> int:
     if not (data / "tags.csv").exists():
         from oste_core.data import write_demo_data
 
-        write_demo_data(data, n=64, size=96, seed=0)
+        write_demo_data(data, n=n, size=96, seed=0)
         print(f"demo project written to {data}")
     on_gpu = torch.cuda.is_available()
     if iters is None:
@@ -304,9 +305,11 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None) -> int:
     run = train_with_progress(cfg, data, out / time.strftime("run-%Y%m%d-%H%M%S"))
     predictor = Predictor.from_run(run)
     folder = _open(data)
-    report = evaluate_run(predictor, folder)
-    print(format_report(report))
-    items = [(s, p.pseudo_label) for s, p in predictor.predict_folder(folder)]
+    evaluation, items = RunEvaluation(predictor.class_names), []
+    for sample, prediction in predictor.predict_folder(folder):  # one pass: evaluate and export
+        evaluation.add(sample, prediction)
+        items.append((sample, prediction.pseudo_label))
+    print(format_report(evaluation.report(predictor.problems)))
     summary = export_masks(items, out / "export", predictor.class_names, formats=("voc", "labelme"),
                            overwrite=True, image_root=data)
     print(summary)
@@ -314,7 +317,7 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_headless_demo(args.out, iters=args.iters)
+    return run_headless_demo(args.out, iters=args.iters, n=args.n)
 
 
 COMMANDS = {"demo-data": cmd_demo_data, "train": cmd_train, "predict": cmd_predict, "eval": cmd_eval,

@@ -51,6 +51,7 @@ def make_corpus(root: Path) -> dict[str, Path]:
     put("zero.jpg", b"")
     put("text.jpg", b"this is not an image\n")
     put("gray16.png", png_bytes(Image.fromarray(np.array([[0, 257 * 100], [65535, 257]], dtype=np.uint16))))
+    put("gray12.png", png_bytes(Image.fromarray(np.array([[0, 4095], [2048, 16]], dtype=np.uint16))))
     put("gray.png", png_bytes(Image.new("L", (8, 6), 77)))
     rgba = Image.new("RGBA", (8, 6), (10, 20, 30, 255))
     rgba.putpixel((0, 0), (0, 0, 0, 0))
@@ -117,6 +118,7 @@ def test_awkward_images_are_normalised(tmp_path: Path) -> None:
     files = make_corpus(tmp_path)
     gray16 = load_image(files["gray16.png"])
     assert gray16.dtype == np.uint8 and gray16[:, :, 0].tolist() == [[0, 100], [255, 1]]
+    assert load_image(files["gray12.png"])[:, :, 0].tolist() == [[0, 255], [128, 1]]  # 12-bit data, not dark
     gray = load_image(files["gray.png"])
     assert gray.shape == (6, 8, 3) and (gray == 77).all()
     rgba = load_image(files["rgba.png"])

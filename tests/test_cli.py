@@ -100,3 +100,13 @@ def test_info_names_device_and_crf_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "CPU" in out and "pydensecrf" in out
+
+
+def test_headless_demo_trains_evaluates_and_exports_every_image_once(tmp_path, capsys):
+    """`oste demo` (what `oste-gui --demo` runs without a display): one prediction pass feeds both the
+    evaluation table and the export."""
+    assert main(["demo", "--out", str(tmp_path), "--iters", "1", "--n", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "images evaluated: 6" in out
+    assert len(list((tmp_path / "export" / "voc" / "SegmentationClass").glob("*.png"))) == 6
+    assert len(list((tmp_path / "export" / "labelme").glob("*.json"))) == 6

@@ -2,8 +2,9 @@
 
 `load_image` always returns (H, W, 3) uint8 RGB with the EXIF orientation applied:
 grayscale is replicated to 3 channels, images with transparency (RGBA, LA, palette with
-transparency) are composited on white, 16-bit images are scaled to 8 bit (value / 257, i.e. the
-full 16-bit range maps onto 0..255), CMYK and other modes are converted to RGB, and images
+transparency) are composited on white, 16-bit images are scaled to 8 bit by the bit depth their
+values use (a maximum of 4095 is read as 12-bit data, of 1023 as 10-bit, so the sensor's full range
+maps onto 0..255 instead of loading dark; full 16-bit data is divided by 257), CMYK and other modes are converted to RGB, and images
 larger than ``max_side`` on their longest side are downscaled (JPEGs are decoded at a reduced
 scale first, so very large photos load quickly). Anything that cannot be decoded raises
 `ImageLoadError` naming the file and the problem.
@@ -72,7 +73,8 @@ def _to_uint8_array(image: Image.Image) -> np.ndarray:
         if mode == "F" and values.size and values.max() <= 1.0:
             values = values * 255.0
         elif mode != "F" and values.size and values.max() > 255:
-            values = values / 257.0
+            bits = math.ceil(math.log2(values.max() + 1))  # 10-, 12- or 16-bit data in a 16-bit file
+            values = values * (255.0 / (2**bits - 1))
         gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info)

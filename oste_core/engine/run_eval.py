@@ -11,15 +11,63 @@ from typing import Callable
 
 import numpy as np
 
-from oste_core.data import LabelledFolder, load_mask
+from oste_core.data import LabelledFolder, Sample, load_mask
 from oste_core.engine.evaluate import ConfusionMatrix, ThresholdSweep
-from oste_core.engine.predictor import Predictor
+from oste_core.engine.predictor import Prediction, Predictor
 
 CAM_LAYERS = ("cam", "merged_cam", "enhanced_cam")
 
 
 class EvaluationError(RuntimeError):
     """Nothing to evaluate (no ground-truth masks); the message names the folder."""
+
+
+class RunEvaluation:
+    """Accumulates the metrics of predictions against their ground-truth masks, one image at a time."""
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.class_names = list(class_names)
+        n = len(self.class_names) + 1
+        self.sweeps = {layer: ThresholdSweep(n) for layer in CAM_LAYERS}
+        self.pseudo, self.seg = ConfusionMatrix(n), ConfusionMatrix(n)
+        self.images = 0
+
+    def add(self, sample: Sample, prediction: Prediction) -> bool:
+        """Count one prediction; False (and nothing counted) when the sample has no ground-truth mask."""
+        if sample.gt_mask is None:
+            return False
+        gt = load_mask(sample.gt_mask, shape=prediction.seg.shape)
+        for layer, sweep in self.sweeps.items():
+            sweep.update(getattr(prediction, layer), prediction.tags, gt)
+        self.pseudo.update(prediction.pseudo_label, gt)
+        self.seg.update(prediction.seg, gt)
+        self.images += 1
+        return True
+
+    def report(self, skipped: list[str] = ()) -> dict:
+        """The metrics as a JSON-ready dict (fractions in 0..1); ``skipped`` lists unreadable images."""
+        results = {layer: sweep.result() for layer, sweep in self.sweeps.items()}
+        cam_sweep = self.sweeps["cam"]
+        best_cam = cam_sweep.matrices[cam_sweep.thresholds.index(results["cam"].best_threshold)]
+        names = ["background", *self.class_names]
+        per_class = {
+            name: {"cam": _num(c), "pseudo": _num(p), "seg": _num(s)}
+            for name, c, p, s in zip(names, best_cam.iou(), self.pseudo.iou(), self.seg.iou())
+        }
+        return {
+            "images": self.images,
+            "skipped": list(skipped),
+            "cam_miou": _num(results["cam"].best_miou),
+            "cam_threshold": results["cam"].best_threshold,
+            "merged_cam_miou": _num(results["merged_cam"].best_miou),
+            "enhanced_cam_miou": _num(results["enhanced_cam"].best_miou),
+            "enhanced_cam_threshold": results["enhanced_cam"].best_threshold,
+            "pseudo_miou": _num(self.pseudo.miou()),
+            "pseudo_coverage": _num(self.pseudo.coverage()),
+            "seg_miou": _num(self.seg.miou()),
+            "seg_pixel_accuracy": _num(self.seg.pixel_accuracy()),
+            "per_class": per_class,
+        }
 
 
 def evaluate_run(
@@ -32,39 +80,11 @@ def evaluate_run(
     with_gt = [s for s in folder.samples if s.gt_mask is not None]
     if not with_gt:
         raise EvaluationError(f"{folder.root}: no ground-truth masks (masks/<stem>.png or SegmentationClass/)")
-    n = predictor.num_classes + 1
-    sweeps = {layer: ThresholdSweep(n) for layer in CAM_LAYERS}
-    pseudo, seg = ConfusionMatrix(n), ConfusionMatrix(n)
+    evaluation = RunEvaluation(predictor.class_names)
     subset = dataclasses.replace(folder, samples=with_gt, problems=[])
-    evaluated = 0
     for sample, prediction in predictor.predict_folder(subset, on_progress=on_progress, cancel=cancel):
-        gt = load_mask(sample.gt_mask, shape=prediction.seg.shape)
-        for layer, sweep in sweeps.items():
-            sweep.update(getattr(prediction, layer), prediction.tags, gt)
-        pseudo.update(prediction.pseudo_label, gt)
-        seg.update(prediction.seg, gt)
-        evaluated += 1
-    results = {layer: sweep.result() for layer, sweep in sweeps.items()}
-    best_cam = sweeps["cam"].matrices[sweeps["cam"].thresholds.index(results["cam"].best_threshold)]
-    names = ["background", *predictor.class_names]
-    per_class = {
-        name: {"cam": _num(c), "pseudo": _num(p), "seg": _num(s)}
-        for name, c, p, s in zip(names, best_cam.iou(), pseudo.iou(), seg.iou())
-    }
-    return {
-        "images": evaluated,
-        "skipped": list(predictor.problems),
-        "cam_miou": _num(results["cam"].best_miou),
-        "cam_threshold": results["cam"].best_threshold,
-        "merged_cam_miou": _num(results["merged_cam"].best_miou),
-        "enhanced_cam_miou": _num(results["enhanced_cam"].best_miou),
-        "enhanced_cam_threshold": results["enhanced_cam"].best_threshold,
-        "pseudo_miou": _num(pseudo.miou()),
-        "pseudo_coverage": _num(pseudo.coverage()),
-        "seg_miou": _num(seg.miou()),
-        "seg_pixel_accuracy": _num(seg.pixel_accuracy()),
-        "per_class": per_class,
-    }
+        evaluation.add(sample, prediction)
+    return evaluation.report(predictor.problems)
 
 
 def _num(value: float) -> float:
