@@ -45,6 +45,7 @@ class LossConfig:
     w_cls: float = 1.0  # Eq 14
     w_tile: float = 1.0  # Eq 15
     w_mae: float = 1.0  # Eq 16
+    w_affinity: float = 1.0  # MAF's affinity from the pseudo-labels (losses/affinity.py; not in the paper)
     w_seg: float = 1.0  # Eq 17
     w_energy: float = 0.5  # Eqs 18-21
     sigma_rgb: float = 15.0

@@ -13,7 +13,6 @@ from oste_core.losses import (
     cam_consistency_loss,
     classification_loss,
     compute_losses,
-    mae_loss,
     segmentation_loss,
     tile_classification_loss,
 )
@@ -59,24 +58,6 @@ def test_cam_consistency_is_tag_masked_l1_averaged_over_grids() -> None:
     assert cam_consistency_loss(cam, {}, TAGS) == 0
 
 
-def test_mae_loss_adds_the_maf_term_only_with_maf_and_detaches_its_target() -> None:
-    cam = torch.rand(2, 3, 4, 4, requires_grad=True)
-    merged = {2: torch.rand(2, 3, 4, 4, requires_grad=True)}
-    baseline = {"cam": cam, "enhanced_cam": cam}
-    assert mae_loss(baseline, TAGS) == 0  # neither LEM nor MAF
-    lem_only = {**baseline, "merged_cams": merged}
-    assert torch.allclose(mae_loss(lem_only, TAGS), cam_consistency_loss(cam, merged, TAGS))
-    lem_enhanced = {**lem_only, "enhanced_cam": (cam + merged[2]) / 2, "enhanced_by": "lem"}  # MAF off: no term
-    assert torch.allclose(mae_loss(lem_enhanced, TAGS), cam_consistency_loss(cam, merged, TAGS))
-    enhanced = torch.rand(2, 3, 4, 4, requires_grad=True)
-    with_maf = {**lem_only, "enhanced_cam": enhanced, "enhanced_by": "maf"}
-    maf_term = ((enhanced - merged[2]).abs() * TAGS[:, :, None, None]).mean()
-    assert torch.allclose(mae_loss(with_maf, TAGS), cam_consistency_loss(cam, merged, TAGS) + maf_term)
-    only_maf = {"cam": cam, "enhanced_cam": enhanced, "enhanced_by": "maf"}
-    mae_loss(only_maf, TAGS).backward()  # without LEM the MAF target is the (detached) CAM
-    assert enhanced.grad.abs().sum() > 0 and cam.grad is None
-
-
 def test_segmentation_loss_upsamples_and_ignores_255() -> None:
     labels = torch.tensor([[[0, 1], [2, 255]]]).repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
     confident = F.one_hot(labels.clamp(max=2), 3).permute(0, 3, 1, 2).float() * 20
@@ -103,9 +84,11 @@ def _out(lem: bool = True, maf: bool = True) -> dict:
         "logits": torch.randn(2, 3, requires_grad=True),
         "cam": cam,
         "enhanced_cam": torch.rand(2, 3, 4, 4, requires_grad=True) if maf else cam,
-        "enhanced_by": "maf" if maf else "cam",
         "seg_logits": torch.randn(2, 4, 4, 4, requires_grad=True),
     }
+    if maf:
+        out["maf_similarity"] = (torch.rand(2, 16, 16) * 2 - 1).requires_grad_()
+        out["maf_grid"] = (4, 4)
     if lem:
         out["tile_logits"] = {2: torch.randn(8, 3, requires_grad=True)}
         out["merged_cams"] = {2: torch.rand(2, 3, 4, 4, requires_grad=True)}
@@ -126,16 +109,16 @@ def _batch(size: int = 16) -> tuple[dict, torch.Tensor]:
 def test_compute_losses_returns_every_term_and_their_weighted_sum() -> None:
     out = _out()
     batch, pseudo = _batch()
-    cfg = LossConfig(w_cls=1.0, w_tile=0.5, w_mae=2.0, w_seg=1.5, w_energy=0.25)
+    cfg = LossConfig(w_cls=1.0, w_tile=0.5, w_mae=2.0, w_affinity=3.0, w_seg=1.5, w_energy=0.25)
     losses = compute_losses(out, batch, pseudo, cfg, iteration=0)
     assert set(losses) == set(LOSS_KEYS)
     assert all(value.dim() == 0 and torch.isfinite(value) for value in losses.values())
-    assert all(losses[key] > 0 for key in ("cls", "tile", "mae", "seg", "energy"))
-    expected = (losses["cls"] + 0.5 * losses["tile"] + 2.0 * losses["mae"] + 1.5 * losses["seg"]
-                + 0.25 * losses["energy"])
+    assert all(losses[key] > 0 for key in ("cls", "tile", "mae", "affinity", "seg", "energy"))
+    expected = (losses["cls"] + 0.5 * losses["tile"] + 2.0 * losses["mae"] + 3.0 * losses["affinity"]
+                + 1.5 * losses["seg"] + 0.25 * losses["energy"])
     assert torch.allclose(losses["total"], expected)
     losses["total"].backward()
-    assert all(out[key].grad is not None for key in ("logits", "cam", "enhanced_cam", "seg_logits"))
+    assert all(out[key].grad is not None for key in ("logits", "cam", "seg_logits", "maf_similarity"))
 
 
 def test_compute_losses_ignores_pixels_outside_valid() -> None:
@@ -151,7 +134,7 @@ def test_compute_losses_ignores_pixels_outside_valid() -> None:
 def test_switched_off_terms_are_zero() -> None:
     batch, pseudo = _batch()
     baseline = compute_losses(_out(lem=False, maf=False), batch, pseudo, LossConfig(), 0)
-    assert baseline["tile"] == 0 and baseline["mae"] == 0
+    assert baseline["tile"] == 0 and baseline["mae"] == 0 and baseline["affinity"] == 0
     assert baseline["cls"] > 0 and baseline["seg"] > 0
     no_energy = compute_losses(_out(), batch, pseudo, dataclasses.replace(LossConfig(), w_energy=0.0), 0)
     assert no_energy["energy"] == 0
@@ -162,7 +145,8 @@ def test_segmentation_losses_wait_for_the_warmup_but_keep_the_head_in_the_graph(
     batch, pseudo = _batch()
     cfg = dataclasses.replace(LossConfig(), seg_warmup_iters=10)
     warming = compute_losses(out, batch, pseudo, cfg, iteration=9)
-    assert warming["seg"] == 0 and warming["energy"] == 0
+    assert warming["seg"] == 0 and warming["energy"] == 0 and warming["affinity"] == 0
     warming["total"].backward()
     assert out["seg_logits"].grad is not None and out["seg_logits"].grad.eq(0).all()  # DDP still sees the head
+    assert out["maf_similarity"].grad is not None
     assert compute_losses(_out(), batch, pseudo, cfg, iteration=10)["seg"] > 0

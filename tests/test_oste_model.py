@@ -61,15 +61,17 @@ def test_forward_keys_and_shapes_follow_the_switches(backbone_state, switches: d
         out = model(images)
     lem_on = switches.get("use_lem", True) and switches.get("lem_grids", (2, 4))
     maf_on = switches.get("use_maf", True)
-    expected = {"logits", "cam", "enhanced_cam", "enhanced_by", "seg_logits"}
+    expected = {"logits", "cam", "enhanced_cam", "seg_logits"}
     if lem_on:
         expected |= {"tile_logits", "merged_cams", "merged_cam"}
+    if maf_on:
+        expected |= {"maf_similarity", "maf_grid"}
+        assert out["maf_grid"] == (4, 4) and out["maf_similarity"].shape == (2, 16, 16)
     assert set(out) == expected
     assert out["logits"].shape == (2, NUM_CLASSES)
     assert out["cam"].shape == (2, NUM_CLASSES, 4, 4) and (out["cam"] >= 0).all()
     assert out["enhanced_cam"].shape == (2, NUM_CLASSES, 4, 4) and (out["enhanced_cam"] >= 0).all()
     assert out["seg_logits"].shape == (2, NUM_CLASSES + 1, 4, 4)
-    assert out["enhanced_by"] == ("maf" if maf_on else "lem" if lem_on else "cam")
     assert (out["enhanced_cam"] is out["cam"]) == (not maf_on and not lem_on)
     if lem_on and not maf_on:  # Eq 8 with A = identity: FBE sees the LEM merged CAM
         mean_merged = torch.stack(list(out["merged_cams"].values())).mean(dim=0)
@@ -89,7 +91,7 @@ def test_full_training_step_reaches_every_module_with_finite_gradients(backbone_
     losses = compute_losses(out, batch, pseudo, LossConfig(), iteration=0)
     assert tuple(losses) == LOSS_KEYS
     assert all(torch.isfinite(value) and value.dim() == 0 for value in losses.values())
-    assert all(losses[key] > 0 for key in ("cls", "tile", "mae", "seg"))
+    assert all(losses[key] > 0 for key in ("cls", "tile", "mae", "affinity", "seg"))
     losses["total"].backward()
     grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), "a trainable parameter got no grad"

@@ -1,10 +1,12 @@
-"""Total loss (Eq 22): L = w_cls L_cls + w_tile L_tile + w_mae L_mae + w_seg L_seg + w_energy L_energy.
+"""Total loss (Eq 22): L = w_cls L_cls + w_tile L_tile + w_mae L_mae + w_seg L_seg + w_energy L_energy
+(+ w_affinity L_aff, MAF's affinity loss, see ``affinity``).
 
-Eq 14 (image classification), Eq 15 (LEM tile classification), Eq 16 (+ the MAF term, see ``mae``),
-Eq 17 (pseudo-label cross-entropy) and Eqs 18-21 (energy loss of the segmentation probabilities, in
-``oste_core.losses.energy``). The weights come from ``LossConfig``. For the first
-``seg_warmup_iters`` iterations the two segmentation losses are off; they are then 0 * (sum of the
-segmentation logits), which keeps the head in the autograd graph so DDP sees no unused parameters.
+Eq 14 (image classification), Eq 15 (LEM tile classification), Eq 16 (merged CAM vs CAM), Eq 17
+(pseudo-label cross-entropy) and Eqs 18-21 (energy loss of the segmentation probabilities, in
+``oste_core.losses.energy``). The weights come from ``LossConfig``. For the first ``seg_warmup_iters``
+iterations the losses that learn from pseudo-labels (segmentation, energy, affinity) are off; they
+are then 0 * (sum of their inputs), which keeps the heads in the autograd graph so DDP sees no unused
+parameters.
 """
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from torch import Tensor
 
 from oste_core.config import LossConfig
 
+from .affinity import affinity_loss
 from .classification import classification_loss, tile_classification_loss
 from .energy import energy_loss
-from .mae import mae_loss
+from .mae import cam_consistency_loss
 from .seg import IGNORE_INDEX, segmentation_loss
 
-LOSS_KEYS = ("cls", "tile", "mae", "seg", "energy", "total")
+LOSS_KEYS = ("cls", "tile", "mae", "affinity", "seg", "energy", "total")
 
 
 def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iteration: int) -> dict[str, Tensor]:
@@ -35,12 +38,16 @@ def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iter
     losses = {
         "cls": classification_loss(out["logits"], tags),
         "tile": tile_classification_loss(out.get("tile_logits") or {}, tags),
-        "mae": mae_loss(out, tags),
+        "mae": cam_consistency_loss(out["cam"], out.get("merged_cams") or {}, tags),
     }
     zero = torch.zeros((), device=device)
+    similarity = out.get("maf_similarity")
+    losses["affinity"] = zero if similarity is None else similarity.float().sum() * 0.0
     if iteration >= cfg.seg_warmup_iters:
         labels = pseudo.to(device).long().masked_fill(~valid, IGNORE_INDEX)
         losses["seg"] = segmentation_loss(seg_logits, labels)
+        if similarity is not None and cfg.w_affinity > 0:
+            losses["affinity"] = affinity_loss(similarity, labels, out["maf_grid"])
         losses["energy"] = zero
         if cfg.w_energy > 0:
             losses["energy"] = energy_loss(
@@ -55,6 +62,7 @@ def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iter
     else:
         losses["seg"] = seg_logits.float().sum() * 0.0
         losses["energy"] = zero
-    weights = {"cls": cfg.w_cls, "tile": cfg.w_tile, "mae": cfg.w_mae, "seg": cfg.w_seg, "energy": cfg.w_energy}
+    weights = {"cls": cfg.w_cls, "tile": cfg.w_tile, "mae": cfg.w_mae, "affinity": cfg.w_affinity,
+               "seg": cfg.w_seg, "energy": cfg.w_energy}
     losses["total"] = sum(weights[key] * losses[key] for key in weights)
     return losses

@@ -51,18 +51,19 @@ class OSTEModel(nn.Module):
     def _classify(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.cam_head(self.backbone(images)[-1])
 
-    def forward(self, images: Tensor) -> dict[str, Tensor | dict]:
+    def forward(self, images: Tensor) -> dict:
         """Training forward of normalised images (B, 3, H, W); h, w = feature size (H / output stride).
 
         "logits" (B, K); "cam" (B, K, h, w); with LEM "tile_logits" {n: (B*n*n, K)},
         "merged_cams" {n: (B, K, h, w)} and "merged_cam" (B, K, h, w) = their sum (M_merge, Eq 5);
         "enhanced_cam" (B, K, h, w), the map FBE turns into pseudo-labels: MAF's Eq 8 output; with MAF off
         but LEM on, Eq 8 with A = identity, (CAM + mean merged CAM) / 2; with both off, the CAM.
-        "enhanced_by" names which ("maf", "lem", "cam"); "seg_logits" (B, K+1, h, w).
+        With MAF also "maf_similarity" (B, N, N), Eq 7's cosine similarity for the affinity loss, on the
+        grid "maf_grid" (h', w') (h, w unless above MAF's max_pixels). "seg_logits" (B, K+1, h, w).
         """
         stages = self.backbone(images)
         logits, cam = self.cam_head(stages[-1])
-        out: dict[str, Tensor | dict] = {"logits": logits, "cam": cam}
+        out: dict = {"logits": logits, "cam": cam}
         merged: list[Tensor] = []
         if self.lem_grids:
             tile_logits, merged_cams = location_expansion(
@@ -73,14 +74,14 @@ class OSTEModel(nn.Module):
             out["merged_cams"] = merged_cams
             out["merged_cam"] = torch.stack(merged).sum(dim=0)
         if self.maf is not None:
-            out["enhanced_cam"] = self.maf([stages[s - 1] for s in self.maf_stages], cam, merged)
-            out["enhanced_by"] = "maf"
+            out["enhanced_cam"], out["maf_similarity"] = self.maf(
+                [stages[s - 1] for s in self.maf_stages], cam, merged
+            )
+            out["maf_grid"] = self.maf.affinity_grid(tuple(cam.shape[-2:]))
         elif merged:  # Eq 8 without the affinity (A = identity): the LEM merged CAM reaches FBE
             out["enhanced_cam"] = (cam + out["merged_cam"] / len(merged)) / 2
-            out["enhanced_by"] = "lem"
         else:
             out["enhanced_cam"] = cam
-            out["enhanced_by"] = "cam"
         out["seg_logits"] = self.seg_head(stages[-1])
         return out
 

@@ -4,8 +4,8 @@ Eq 6 is non-local attention y_i = 1/C(x) sum_j f(x_i, x_j) g(x_j). MAF builds x 
 stages (default 3, 4, 5): each stage is projected by a 1x1 conv (+ GroupNorm, ReLU) to ``dim``
 channels, resized to the CAM resolution and concatenated. Eq 7 scores pixel pairs by the cosine
 similarity of two 1x1 convs, f(x_i, x_j) = cos(theta(x_i), phi(x_j)); ReLU (not softmax) removes the
-negative scores and each row is divided by its sum (+eps), so every pixel gets a convex combination
-of the others. Eq 8 propagates the LEM merged CAMs with this affinity and adds the CAM:
+negative scores and each row is divided by its sum, so every pixel gets a convex combination of the
+others. Eq 8 propagates the LEM merged CAMs with this affinity and adds the CAM:
 
     enhanced = (CAM + A . g(sum_n w_n M_1/n)) / 2
 
@@ -19,11 +19,13 @@ Choices the paper leaves open, following SEAM's PCM (which is this same block):
 - Without LEM the CAM itself is propagated (SEAM: A . CAM).
 - Backbone features are detached by default (``detach_features``, SEAM's PCM does so) so the affinity
   cannot distort the features the classifier relies on.
-- theta/phi are trained by an L1 term between the enhanced CAM and the mean merged CAM
-  (M_merge / number of grids; the CAM without LEM) inside the Eq 16 loss (``oste_core.losses.mae``):
-  none of Eqs 14-17 touches the enhanced CAM, and SEAM likewise trains PCM with an L1 loss.
+- None of Eqs 14-17 touches the enhanced CAM, so theta/phi learn from an affinity loss on the current
+  pseudo-labels (``oste_core.losses.affinity``, as AFA, the paper's ref 7, learns its affinity); the
+  forward returns Eq 7's similarity for it. An earlier SEAM-style L1 between the enhanced and the
+  merged CAM was satisfied by a near-uniform affinity that blurred the CAM (README, Performance).
 - phi starts as a copy of theta, so the initial affinity is a true symmetric cosine similarity whose
-  diagonal is 1 (no pixel starts with an empty row).
+  diagonal is 1. Once they differ, a pixel whose similarities are all <= 0 would get an empty row;
+  a tiny weight on the diagonal makes it keep its own value instead of dropping to 0.
 - Similarity, normalisation and propagation run in float32 (outside autocast). Above ``max_pixels``
   CAM pixels (large images at inference) the affinity is computed on an area-downsampled grid and
   its propagation upsampled back, bounding its memory to max_pixels^2 floats per image.
@@ -76,29 +78,58 @@ class MultilevelActivationFusion(nn.Module):
             fused.append(projection(resize_maps(features, size)))
         return torch.cat(fused, dim=1)
 
-    def affinity(self, fused: Tensor) -> Tensor:
-        """Eq 7 + ReLU + row normalisation: (B, N, N) float32, A[b, i, j] >= 0, rows sum to 1."""
+    def similarity(self, fused: Tensor) -> Tensor:
+        """Eq 7: cosine similarity of theta(x_i) and phi(x_j), (B, N, N) float32 in [-1, 1]."""
         query = F.normalize(self.theta(fused).flatten(2).float(), dim=1, eps=EPS)
         key = F.normalize(self.phi(fused).flatten(2).float(), dim=1, eps=EPS)
         with torch.autocast(device_type=fused.device.type, enabled=False):
-            scores = F.relu(torch.bmm(query.transpose(1, 2), key))
-            return scores / (scores.sum(dim=2, keepdim=True) + EPS)
+            return torch.bmm(query.transpose(1, 2), key)
 
-    def propagate(self, fused: Tensor, maps: Tensor) -> Tensor:
-        """A . maps for maps (B, K, h, w) at the resolution of ``fused``; float32 result."""
-        height, width = maps.shape[-2:]
-        if height * width > self.max_pixels:
-            factor = math.sqrt(self.max_pixels / (height * width))
-            small = (max(1, int(height * factor)), max(1, int(width * factor)))
-            propagated = self.propagate(F.adaptive_avg_pool2d(fused, small), F.adaptive_avg_pool2d(maps, small))
-            return resize_maps(propagated, (height, width))
-        aff = self.affinity(fused)
+    @staticmethod
+    def normalise(similarity: Tensor) -> Tensor:
+        """ReLU + row normalisation of a similarity: A[b, i, j] >= 0, rows sum to 1 (an empty row is the
+        identity's)."""
+        eye = torch.eye(similarity.shape[-1], device=similarity.device, dtype=similarity.dtype)
+        scores = F.relu(similarity) + EPS * eye
+        return scores / scores.sum(dim=2, keepdim=True)
+
+    def affinity(self, fused: Tensor) -> Tensor:
+        """Eq 7 + ReLU + row normalisation: (B, N, N) float32, A[b, i, j] >= 0, rows sum to 1."""
+        return self.normalise(self.similarity(fused))
+
+    def affinity_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The grid the affinity is computed on for CAMs of ``size``: the size itself, or a smaller one
+        of at most ``max_pixels`` pixels."""
+        height, width = size
+        if height * width <= self.max_pixels:
+            return height, width
+        factor = math.sqrt(self.max_pixels / (height * width))
+        return max(1, int(height * factor)), max(1, int(width * factor))
+
+    def propagate(self, fused: Tensor, maps: Tensor) -> tuple[Tensor, Tensor]:
+        """(A . maps, similarity) for maps (B, K, h, w) at the resolution of ``fused``.
+
+        A . maps is float32 (B, K, h, w); the similarity is Eq 7 on ``affinity_grid((h, w))``.
+        """
+        size = tuple(maps.shape[-2:])
+        grid = self.affinity_grid(size)
+        if grid != size:
+            fused, small_maps = F.adaptive_avg_pool2d(fused, grid), F.adaptive_avg_pool2d(maps, grid)
+        else:
+            small_maps = maps
+        similarity = self.similarity(fused)
         with torch.autocast(device_type=maps.device.type, enabled=False):
-            propagated = torch.bmm(maps.flatten(2).float(), aff.transpose(1, 2))
-        return propagated.reshape(maps.shape[0], maps.shape[1], height, width)
+            propagated = torch.bmm(small_maps.flatten(2).float(), self.normalise(similarity).transpose(1, 2))
+        propagated = propagated.reshape(maps.shape[0], maps.shape[1], *grid)
+        return (resize_maps(propagated, size) if grid != size else propagated), similarity
 
-    def forward(self, stage_features: Sequence[Tensor], cam: Tensor, merged_cams: Sequence[Tensor] = ()) -> Tensor:
-        """Enhanced CAM (B, K, h, w), float32: (CAM + A . mean(merged CAMs or [CAM])) / 2."""
+    def forward(
+        self, stage_features: Sequence[Tensor], cam: Tensor, merged_cams: Sequence[Tensor] = ()
+    ) -> tuple[Tensor, Tensor]:
+        """(enhanced CAM, similarity): the enhanced CAM (B, K, h, w), float32, is
+        (CAM + A . mean(merged CAMs or [CAM])) / 2; the similarity (B, N, N) is Eq 7 on
+        ``affinity_grid((h, w))``, for the affinity loss."""
         fused = self.fuse_features(stage_features, tuple(cam.shape[-2:]))
         source = torch.stack(list(merged_cams)).mean(dim=0) if merged_cams else cam
-        return (cam.float() + self.propagate(fused, source)) / 2
+        propagated, similarity = self.propagate(fused, source)
+        return (cam.float() + propagated) / 2, similarity
