@@ -29,6 +29,7 @@ class ModelConfig:
     maf_stages: tuple[int, ...] = (3, 4, 5)  # Eqs 6-8, 1-based stage indices
     maf_dim: int = 64
     maf_detach_features: bool = True
+    maf_power: float = 8.0  # affinity ** power before row normalisation (PSA's beta = 8; 1 = plain Eq 7)
     use_fbe: bool = True
     gamma: float = 4.0  # Eq 10
     alpha: float = 0.8  # Eq 12

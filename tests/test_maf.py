@@ -68,11 +68,14 @@ def test_enhanced_cam_stays_on_the_cam_scale_and_non_negative() -> None:
     assert enhanced.max() <= cam.max() + 1e-4  # average of the CAM and a convex combination of its values
 
 
-def test_an_empty_affinity_row_keeps_the_pixels_own_value() -> None:
+def test_power_sharpens_and_an_empty_affinity_row_keeps_the_pixels_own_value() -> None:
     similarity = torch.tensor([[[1.0, 0.5, 0.0], [-0.2, -0.3, -0.1], [0.0, 0.0, 1.0]]])
-    aff = MultilevelActivationFusion.normalise(similarity)
+    aff = _maf().normalise(similarity)
     assert torch.allclose(aff[0, 1], torch.tensor([0.0, 1.0, 0.0]))
     assert torch.allclose(aff[0, 0], torch.tensor([2 / 3, 1 / 3, 0.0]), atol=1e-4)
+    sharp = _maf(power=2.0).normalise(similarity)  # PSA's beta: weak similarities count less
+    assert torch.allclose(sharp[0, 0], torch.tensor([0.8, 0.2, 0.0]), atol=1e-4)
+    assert torch.allclose(sharp[0, 1], aff[0, 1])
 
 
 def test_features_stay_detached_by_default() -> None:

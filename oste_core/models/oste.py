@@ -41,7 +41,8 @@ class OSTEModel(nn.Module):
         self.maf_stages = _check_stages(cfg.maf_stages, len(self.backbone.stage_channels)) if cfg.use_maf else ()
         self.maf = (
             MultilevelActivationFusion(
-                [self.backbone.stage_channels[s - 1] for s in self.maf_stages], cfg.maf_dim, cfg.maf_detach_features
+                [self.backbone.stage_channels[s - 1] for s in self.maf_stages], cfg.maf_dim, cfg.maf_detach_features,
+                power=cfg.maf_power,
             )
             if cfg.use_maf
             else None

@@ -4,8 +4,8 @@ Eq 6 is non-local attention y_i = 1/C(x) sum_j f(x_i, x_j) g(x_j). MAF builds x 
 stages (default 3, 4, 5): each stage is projected by a 1x1 conv (+ GroupNorm, ReLU) to ``dim``
 channels, resized to the CAM resolution and concatenated. Eq 7 scores pixel pairs by the cosine
 similarity of two 1x1 convs, f(x_i, x_j) = cos(theta(x_i), phi(x_j)); ReLU (not softmax) removes the
-negative scores and each row is divided by its sum, so every pixel gets a convex combination of the
-others. Eq 8 propagates the LEM merged CAMs with this affinity and adds the CAM:
+negative scores, a power sharpens them and each row is divided by its sum, so every pixel gets a
+convex combination of the others. Eq 8 propagates the LEM merged CAMs with this affinity and adds the CAM:
 
     enhanced = (CAM + A . g(sum_n w_n M_1/n)) / 2
 
@@ -23,6 +23,10 @@ Choices the paper leaves open, following SEAM's PCM (which is this same block):
   pseudo-labels (``oste_core.losses.affinity``, as AFA, the paper's ref 7, learns its affinity); the
   forward returns Eq 7's similarity for it. An earlier SEAM-style L1 between the enhanced and the
   merged CAM was satisfied by a near-uniform affinity that blurred the CAM (README, Performance).
+- The ReLU'd similarity is raised to ``power`` (default 8, PSA's beta; the paper cites PSA for Eq 10)
+  before the rows are normalised: without it a pixel's affinity spreads over most of the image and
+  A . M blurs the merged CAM. On the synthetic benchmark (README, Performance) power 8 lifts the
+  pseudo-label mIoU of the full model from 48.7 to 69.2 and coverage from 9.8% to 15.3%.
 - phi starts as a copy of theta, so the initial affinity is a true symmetric cosine similarity whose
   diagonal is 1. Once they differ, a pixel whose similarities are all <= 0 would get an empty row;
   a tiny weight on the diagonal makes it keep its own value instead of dropping to 0.
@@ -54,9 +58,11 @@ class MultilevelActivationFusion(nn.Module):
         dim: int = 64,
         detach_features: bool = True,
         max_pixels: int = 64 * 64,
+        power: float = 1.0,
     ) -> None:
         super().__init__()
         self.detach_features = detach_features
+        self.power = power
         self.max_pixels = max_pixels
         self.projections = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, dim, 1, bias=False), group_norm(dim), nn.ReLU(inplace=True))
@@ -85,12 +91,14 @@ class MultilevelActivationFusion(nn.Module):
         with torch.autocast(device_type=fused.device.type, enabled=False):
             return torch.bmm(query.transpose(1, 2), key)
 
-    @staticmethod
-    def normalise(similarity: Tensor) -> Tensor:
-        """ReLU + row normalisation of a similarity: A[b, i, j] >= 0, rows sum to 1 (an empty row is the
-        identity's)."""
+    def normalise(self, similarity: Tensor) -> Tensor:
+        """ReLU, power and row normalisation of a similarity: A[b, i, j] >= 0, rows sum to 1 (an empty
+        row is the identity's)."""
         eye = torch.eye(similarity.shape[-1], device=similarity.device, dtype=similarity.dtype)
-        scores = F.relu(similarity) + EPS * eye
+        scores = F.relu(similarity)
+        if self.power != 1:
+            scores = scores**self.power
+        scores = scores + EPS * eye
         return scores / scores.sum(dim=2, keepdim=True)
 
     def affinity(self, fused: Tensor) -> Tensor:
