@@ -1,7 +1,7 @@
 """Affinity loss: teaches MAF's pixel similarity (Eq 7) which pixels belong together.
 
-None of Eqs 14-22 reaches MAF's theta/phi. Besides the L1 term of ``mae`` we train them the way AFA
-(Ru et al., CVPR 2022, the paper's ref 7) learns affinity from attention: the current pseudo-labels
+None of Eqs 14-22 reaches MAF's theta/phi, so we train them the way AFA (Ru et al., CVPR 2022, the
+paper's ref 7) learns affinity from attention: the current pseudo-labels
 (FBE's, verified masks substituted), resized to the affinity grid by nearest neighbour, say which
 pixel pairs share a class (positive pairs) and which do not (negative pairs); pixels labelled 255
 (unsure, padding) make no pair. Positive pairs are pulled towards cosine similarity 1, negative pairs

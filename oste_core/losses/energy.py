@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from oste_core.models.modules.crf import gaussian_kernel
+from oste_core.models.modules.crf import gaussian_factors, gaussian_kernel
 
 
 def energy_loss(seg_probs: Tensor, images_uint8: Tensor, valid: Tensor | None, sigma_rgb: float = 15.0,
@@ -75,9 +75,10 @@ class _PottsEnergy(torch.autograd.Function):
         # one matmul per chunk gives G (v S) and G v together
         sources = torch.cat([probs * keep[..., None], keep[..., None]], dim=2)
         filtered = torch.empty_like(sources)
+        left, right = gaussian_factors(features)  # built once; each chunk is a block of kernel rows
         for start in range(0, cells, chunk):
             rows = slice(start, start + chunk)
-            kernel = gaussian_kernel(features[:, rows], features)
+            kernel = gaussian_kernel(left[:, rows], right)
             own = torch.arange(kernel.shape[1], device=kernel.device)
             kernel[:, own, own + start] = 0.0  # no i == j term
             filtered[:, rows] = torch.bmm(kernel, sources)

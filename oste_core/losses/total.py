@@ -42,12 +42,16 @@ def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iter
     }
     zero = torch.zeros((), device=device)
     similarity = out.get("maf_similarity")
-    losses["affinity"] = zero if similarity is None else similarity.float().sum() * 0.0
-    if iteration >= cfg.seg_warmup_iters:
-        labels = pseudo.to(device).long().masked_fill(~valid, IGNORE_INDEX)
+    learning = iteration >= cfg.seg_warmup_iters  # the pseudo-label losses are on
+    labels = pseudo.to(device).long().masked_fill(~valid, IGNORE_INDEX)
+    if similarity is None:
+        losses["affinity"] = zero
+    elif learning and cfg.w_affinity > 0:
+        losses["affinity"] = affinity_loss(similarity, labels, out["maf_grid"])
+    else:
+        losses["affinity"] = similarity.float().sum() * 0.0  # keeps theta/phi in the graph (DDP)
+    if learning:
         losses["seg"] = segmentation_loss(seg_logits, labels)
-        if similarity is not None and cfg.w_affinity > 0:
-            losses["affinity"] = affinity_loss(similarity, labels, out["maf_grid"])
         losses["energy"] = zero
         if cfg.w_energy > 0:
             losses["energy"] = energy_loss(

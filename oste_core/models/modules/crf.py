@@ -244,7 +244,7 @@ class TorchDenseCRF(DenseCRF):
         centres = torch.zeros(batch * num_cells, 5, device=device).index_add_(0, flat.reshape(-1), features.reshape(-1, 5))
         centres = (centres / pixel_counts.clamp_min(1.0)[:, None]).reshape(batch, num_cells, 5)
         pixel_counts = pixel_counts.reshape(batch, num_cells, 1)
-        kernel = gaussian_kernel(centres)
+        kernel = gaussian_kernel(*gaussian_factors(centres))
         cell_norm = torch.bmm(kernel, pixel_counts).clamp_min(1.0).rsqrt().transpose(1, 2)
         return cells, kernel, cell_norm
 
@@ -270,16 +270,19 @@ def _cells_per_image(keys: Tensor) -> tuple[Tensor, Tensor]:
     return inverse, occupied
 
 
-def gaussian_kernel(rows: Tensor, cols: Tensor | None = None) -> Tensor:
-    """exp(-|a - b|^2 / 2) between every row a of ``rows`` (..., M, d) and row b of ``cols`` (..., N, d)
-    (default: ``rows``): one (batched) matmul and one exp.
+def gaussian_factors(points: Tensor) -> tuple[Tensor, Tensor]:
+    """Augmented rows (left, right) of ``points`` (..., M, d) with left_a . right_b = -|a - b|^2 / 2.
 
-    -|a - b|^2 / 2 = a.b - |a|^2 / 2 - |b|^2 / 2, written as one product of augmented rows.
+    -|a - b|^2 / 2 = a.b - |a|^2 / 2 - |b|^2 / 2: each side carries its half norm and a one.
     """
-    cols = rows if cols is None else cols
-    rows_half, cols_half = 0.5 * rows.square().sum(dim=-1, keepdim=True), 0.5 * cols.square().sum(dim=-1, keepdim=True)
-    left = torch.cat([rows, -rows_half, torch.ones_like(rows_half)], dim=-1)
-    right = torch.cat([cols, torch.ones_like(cols_half), -cols_half], dim=-1)
+    half_norm = 0.5 * points.square().sum(dim=-1, keepdim=True)
+    ones = torch.ones_like(half_norm)
+    return torch.cat([points, -half_norm, ones], dim=-1), torch.cat([points, ones, -half_norm], dim=-1)
+
+
+def gaussian_kernel(left: Tensor, right: Tensor) -> Tensor:
+    """exp(-|a - b|^2 / 2) between rows a of ``left`` (..., M, d+2) and rows b of ``right`` (..., N, d+2),
+    both from ``gaussian_factors`` (a slice of the left factor gives a block of rows): one matmul, one exp."""
     return (left @ right.transpose(-1, -2)).clamp_max_(0.0).exp_()
 
 

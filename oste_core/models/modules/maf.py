@@ -102,7 +102,7 @@ class MultilevelActivationFusion(nn.Module):
         return scores / scores.sum(dim=2, keepdim=True)
 
     def affinity(self, fused: Tensor) -> Tensor:
-        """Eq 7 + ReLU + row normalisation: (B, N, N) float32, A[b, i, j] >= 0, rows sum to 1."""
+        """Eq 7 + ``normalise``: (B, N, N) float32, A[b, i, j] >= 0, rows sum to 1."""
         return self.normalise(self.similarity(fused))
 
     def affinity_grid(self, size: tuple[int, int]) -> tuple[int, int]:
