@@ -14,8 +14,9 @@ from oste_core.models.backbones import (
     available_backbones,
     build_backbone,
 )
-from oste_core.models.backbones.base import load_matching_state_dict, read_state_dict
-from oste_core.models.backbones.efficientnet_lite import build_efficientnet_lite0, bundled_weights_path
+from oste_core.models.backbones import efficientnet_lite, resnet_tv
+from oste_core.models.backbones.base import conv_bn, load_matching_state_dict, read_state_dict
+from oste_core.models.backbones.efficientnet_lite import SamePadConv2d, build_efficientnet_lite0, bundled_weights_path
 from oste_core.models.backbones.resnet_tv import imagenet_cache_path
 
 ESPRESSO, CUP, COFFEE_MUG = 967, 968, 504
@@ -81,6 +82,56 @@ def test_frozen_bn_keeps_statistics_and_blocks_gradients(name: str) -> None:
     assert all(bn.training for bn in bns)
     assert all(p.requires_grad for bn in bns for p in (bn.weight, bn.bias))
     assert not torch.equal(bns[0].running_mean, before[0])
+
+
+def _randomise_batch_norms(backbone) -> None:
+    for bn in backbone.batch_norms():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize("conv", [torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), SamePadConv2d(4, 6, 3, stride=2),
+                                  SamePadConv2d(6, 6, 5, dilation=2, groups=6)], ids=["conv", "same_pad_s2", "depthwise"])
+def test_conv_bn_folds_an_eval_batch_norm_exactly(conv: torch.nn.Conv2d) -> None:
+    torch.manual_seed(0)
+    conv = conv.double()
+    bn = torch.nn.BatchNorm2d(conv.out_channels).double().eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, conv.in_channels, 11, 13, dtype=torch.float64)
+
+    folded, reference = conv_bn(conv, bn, x), bn(conv(x))
+    grads = [torch.autograd.grad(y.square().sum(), [conv.weight, bn.weight]) for y in (folded, reference)]
+    assert folded.shape == reference.shape and torch.allclose(folded, reference, atol=1e-12)
+    for got, expected in zip(*grads):
+        assert torch.allclose(got, expected, atol=1e-10)
+
+    bn.train()  # a training BN normalises by the batch: not folded, same as bn(conv(x))
+    assert torch.equal(conv_bn(conv, bn, x), bn(conv(x)))
+
+
+@pytest.mark.parametrize(("name", "module"), [("resnet50", resnet_tv), ("efficientnet_lite0", efficientnet_lite)])
+def test_frozen_bn_backbones_fold_it_with_unchanged_features_and_gradients(
+    name: str, module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone(name, pretrained="none", frozen_bn=True).double().train()
+    _randomise_batch_norms(backbone)
+    x = torch.randn(2, 3, 48, 48, dtype=torch.float64)
+    weights = [p for p in backbone.parameters() if p.requires_grad]
+
+    def features_and_gradients():
+        features = backbone(x)
+        return features, torch.autograd.grad(sum(f.square().mean() for f in features), weights)
+
+    folded = features_and_gradients()
+    monkeypatch.setattr(module, "conv_bn", lambda conv, bn, inputs: bn(conv(inputs)))  # the plain conv -> BN
+    reference = features_and_gradients()
+    for got, expected in zip([*folded[0], *folded[1]], [*reference[0], *reference[1]]):
+        assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_efficientnet_bundled_weights_load_strictly() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, resolve_pretrained
+from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, conv_bn, resolve_pretrained
 
 # (expand ratio, output channels, repeats, stride, kernel) per block group
 BLOCK_GROUPS = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
@@ -40,7 +40,7 @@ class SamePadConv2d(nn.Conv2d):
         padding = 0 if stride > 1 else dilation * (kernel - 1) // 2
         super().__init__(in_ch, out_ch, kernel, stride, padding, dilation, groups, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.stride[0] > 1:
             pads = []
             for size, kernel, stride, dilation in zip(
@@ -49,11 +49,12 @@ class SamePadConv2d(nn.Conv2d):
                 total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads)
-        return super().forward(x)
+        return super()._conv_forward(x, weight, bias)
 
 
 class MBConvBlock(nn.Module):
-    """Inverted residual: 1x1 expand + BN + ReLU6, depthwise kxk + BN + ReLU6, 1x1 project + BN (+ identity)."""
+    """Inverted residual: 1x1 expand + BN + ReLU6, depthwise kxk + BN + ReLU6, 1x1 project + BN (+ identity);
+    each conv + BN goes through `conv_bn` (folded when the BN is frozen)."""
 
     def __init__(self, in_ch: int, out_ch: int, expand_ratio: int, kernel: int, stride: int, dilation: int) -> None:
         super().__init__()
@@ -69,9 +70,9 @@ class MBConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = x
         if self._expand_conv is not None:
-            out = F.relu6(self._bn0(self._expand_conv(out)))
-        out = F.relu6(self._bn1(self._depthwise_conv(out)))
-        out = self._bn2(self._project_conv(out))
+            out = F.relu6(conv_bn(self._expand_conv, self._bn0, out))
+        out = F.relu6(conv_bn(self._depthwise_conv, self._bn1, out))
+        out = conv_bn(self._project_conv, self._bn2, out)
         return out + x if self.has_identity else out
 
 
@@ -120,14 +121,14 @@ class EfficientNetLite0(Backbone):
             self.ignored_weight_modules = ("_fc",)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(conv_bn(self._conv_stem, self._bn0, x))
         stages, start = [], 0
         for end in self.stage_ends:
             for block in self._blocks[start:end + 1]:
                 x = block(x)
             stages.append(x)
             start = end + 1
-        stages[-1] = F.relu6(self._bn1(self._conv_head(x)))
+        stages[-1] = F.relu6(conv_bn(self._conv_head, self._bn1, x))
         return stages
 
     def imagenet_logits(self, x: Tensor) -> Tensor:

@@ -2,7 +2,8 @@
 dilated in the last stages (DeepLab-style) to output stride 8 or 16.
 
 Stages: [conv1+bn1+relu, maxpool+layer1, layer2, layer3, layer4]. Parameter names are torchvision's, so its
-ImageNet files load directly (the ``fc`` classifier is dropped).
+ImageNet files load directly (the ``fc`` classifier is dropped). The forward is torchvision's, written out
+with `conv_bn` so that frozen BN is folded into the convolutions.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import torch
 import torchvision
 from torch import Tensor
 
-from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, resolve_pretrained
+from torchvision.models.resnet import Bottleneck
+
+from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, conv_bn, resolve_pretrained
 
 ALLOW_DOWNLOAD_ENV = "OSTE_ALLOW_DOWNLOAD"
 
@@ -38,12 +41,21 @@ class TorchvisionResNet(Backbone):
         self.stage_strides = [2, 4, 8, 8, 8] if output_stride == 8 else [2, 4, 8, 16, 16]
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        stage1 = self.relu(self.bn1(self.conv1(x)))
-        stage2 = self.layer1(self.maxpool(stage1))
-        stage3 = self.layer2(stage2)
-        stage4 = self.layer3(stage3)
-        stage5 = self.layer4(stage4)
-        return [stage1, stage2, stage3, stage4, stage5]
+        stages = [self.relu(conv_bn(self.conv1, self.bn1, x))]
+        x = self.maxpool(stages[0])
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = _bottleneck(block, x)
+            stages.append(x)
+        return stages
+
+
+def _bottleneck(block: Bottleneck, x: Tensor) -> Tensor:
+    """``torchvision.models.resnet.Bottleneck.forward`` with each conv + BN through `conv_bn`."""
+    identity = x if block.downsample is None else conv_bn(block.downsample[0], block.downsample[1], x)
+    out = block.relu(conv_bn(block.conv1, block.bn1, x))
+    out = block.relu(conv_bn(block.conv2, block.bn2, out))
+    return block.relu(conv_bn(block.conv3, block.bn3, out) + identity)
 
 
 class ResNet50(TorchvisionResNet):
