@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import traceback
+from collections import Counter
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from oste_core.config import OSTEConfig, apply_overrides
 from oste_core.data import write_demo_data
@@ -75,6 +78,50 @@ def profile_steps(data: Path, args, path: Path) -> None:
     print(f"profile of 3 steps written to {path}")
 
 
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "_unique2", "unique_dim", "unique_consecutive", "masked_select"}
+VIEW_OPS = {"view", "_unsafe_view", "as_strided", "alias", "t", "transpose", "permute", "expand", "slice", "select",
+            "unsqueeze", "squeeze", "split", "split_with_sizes", "unbind", "detach", "empty", "empty_strided",
+            "empty_like", "new_empty", "new_empty_strided", "lift_fresh", "_reshape_alias", "unfold"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts aten ops that do work (views and allocations left out): on CUDA about one kernel launch each;
+    and ops that make the host wait for the device (``.item()``, ``nonzero``, ``unique``), by call site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+        self.syncs: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        self.ops += name not in VIEW_OPS
+        if name in SYNC_OPS:
+            stack = traceback.extract_stack()
+            if any(frame.name == "_report_progress" for frame in stack):
+                site = "progress logging (every train.log_every steps)"
+            else:
+                frames = [f for f in stack if "oste_core" in f.filename and "oste_core/data" not in f.filename]
+                site = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "outside oste_core"
+            self.syncs[site] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(data: Path, args, steps: int = 2) -> OpCounter:
+    """`OpCounter` over ``steps`` training steps after ``args.warmup`` (data loading in worker processes)."""
+    cfg = bench_config(args, **{"train.iters": args.warmup + steps, "train.log_every": 1})
+    counter = OpCounter()
+
+    def on_event(event) -> None:
+        if event.kind == "progress" and event.iteration == args.warmup:
+            counter.__enter__()
+        elif event.kind == "progress" and event.iteration == args.warmup + steps:
+            counter.__exit__(None, None, None)
+
+    Trainer(cfg, data, Path(tempfile.mkdtemp()), on_event=on_event).run()
+    return counter
+
+
 def forward_ms(args, device: torch.device, **switches) -> float:
     """No-grad forward of the OSTE model with some modules switched off."""
     cfg = OSTEConfig()
@@ -105,10 +152,21 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for the training runs, e.g. train.compile=true")
     parser.add_argument("--profile", type=Path, help="also write a torch.profiler table of 3 steps to this file")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="only count aten ops (~ CUDA kernel launches) and host syncs per training step")
     args = parser.parse_args()
     device = pick_device(args.device)
     args.device = str(device)
     data = write_demo_data(Path(tempfile.mkdtemp()) / "data", n=args.images, size=max(args.crop, 128), seed=0)
+    if args.count_ops:
+        steps = 2
+        counter = count_ops(data, args, steps)
+        print(f"\nbench_train --count-ops: {args.backbone}, batch {args.batch}, crop {args.crop}, {device}, "
+              f"overrides {args.set or 'none'}: {counter.ops / steps:.0f} aten ops per step (views left out), "
+              f"{sum(counter.syncs.values()) / steps:.1f} host syncs per step")
+        for site, count in counter.syncs.most_common():
+            print(f"  {count / steps:5.1f}  {site}")
+        return
 
     images_per_s = throughput(data, args)
     phases = train_phases(data, args)

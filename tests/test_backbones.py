@@ -1,12 +1,15 @@
 """Backbones: stage shapes at output stride 8/16, frozen BN, real ImageNet weights, weight files and their errors."""
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
 import pytest
 import torch
 import torchvision
 from skimage import data
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from oste_core.models.backbones import (
     PretrainedWeightsError,
@@ -15,7 +18,8 @@ from oste_core.models.backbones import (
     build_backbone,
 )
 from oste_core.models.backbones import efficientnet_lite, resnet_tv
-from oste_core.models.backbones.base import conv_bn, load_matching_state_dict, read_state_dict
+from oste_core.models.backbones.base import load_matching_state_dict, read_state_dict
+from oste_core.models.backbones.conv_bn import conv_bn, reuse_folded_weights, same_conv
 from oste_core.models.backbones.efficientnet_lite import SamePadConv2d, build_efficientnet_lite0, bundled_weights_path
 from oste_core.models.backbones.resnet_tv import imagenet_cache_path
 
@@ -111,6 +115,78 @@ def test_conv_bn_folds_an_eval_batch_norm_exactly(conv: torch.nn.Conv2d) -> None
 
     bn.train()  # a training BN normalises by the batch: not folded, same as bn(conv(x))
     assert torch.equal(conv_bn(conv, bn, x), bn(conv(x)))
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+def _conv_and_eval_bn() -> tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d]:
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), torch.nn.BatchNorm2d(6).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.weight.requires_grad_(False)
+    bn.bias.requires_grad_(False)
+    return conv, bn
+
+
+@pytest.mark.parametrize("size", [(4, 4), (6, 9), (1, 7), (20, 20)])
+@pytest.mark.parametrize(("kernel", "dilation"), [(5, 4), (3, 2), (5, 1)])  # (4, 4) with (5, 4): centre tap only
+def test_same_conv_skipping_padding_only_taps_is_exact(size: tuple[int, int], kernel: int, dilation: int) -> None:
+    torch.manual_seed(0)
+    conv = SamePadConv2d(6, 6, kernel, dilation=dilation, groups=6).double()
+    x = torch.randn(3, 6, *size, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    outputs = [same_conv(conv, x, conv.weight, bias), torch.nn.functional.conv2d(
+        x, conv.weight, bias, 1, conv.padding, conv.dilation, conv.groups)]
+    grads = [torch.autograd.grad(out.square().sum(), [x, conv.weight, bias]) for out in outputs]
+    assert outputs[0].shape == outputs[1].shape == (3, 6, *size)
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-12)
+    for got, expected in zip(*grads):
+        assert torch.allclose(got, expected, atol=1e-12)
+
+
+def test_conv_bn_follows_changed_statistics() -> None:
+    conv, bn = _conv_and_eval_bn()
+    x = torch.randn(1, 4, 8, 8)
+    conv_bn(conv, bn, x)  # caches the BN's scale and shift
+    bn.running_var.mul_(4.0)
+    assert torch.allclose(conv_bn(conv, bn, x), bn(conv(x)), atol=1e-5)
+    other = torch.nn.BatchNorm2d(6)
+    other.running_mean.fill_(0.5)
+    bn.load_state_dict(other.state_dict())
+    assert torch.allclose(conv_bn(conv, bn, x), bn(conv(x)), atol=1e-5)
+
+
+def test_reused_folded_weights_cost_one_convolution_per_later_pass() -> None:
+    conv, bn = _conv_and_eval_bn()
+    x, tiles = torch.randn(2, 4, 8, 8), torch.randn(8, 4, 4, 4)
+    grads = []
+    for reuse in (True, False):
+        conv.weight.grad = None
+        with reuse_folded_weights() if reuse else contextlib.nullcontext():
+            conv_bn(conv, bn, x)
+            with _CountOps() as ops:
+                out = conv_bn(conv, bn, tiles)
+        (out.sum() + conv_bn(conv, bn, x).sum()).backward()
+        grads.append(conv.weight.grad.clone())
+        assert ops.names == (["convolution"] if reuse else ["view", "mul", "convolution"])
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_conv_bn_under_autocast_folds_in_the_autocast_dtype() -> None:
+    conv, bn = _conv_and_eval_bn()
+    x = torch.randn(1, 4, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        folded, reference = conv_bn(conv, bn, x), bn(conv(x))
+    assert folded.dtype == torch.bfloat16
+    assert torch.allclose(folded.float(), reference.float(), atol=0.05, rtol=0.02)
 
 
 @pytest.mark.parametrize(("name", "module"), [("resnet50", resnet_tv), ("efficientnet_lite0", efficientnet_lite)])

@@ -277,9 +277,7 @@ class Trainer:
 
         batches = self._loader(dataset)
         timer = self.timer = PhaseTimer(device, enabled=self.profile_phases)
-        metrics_path = self.run_dir / "metrics.jsonl"
         window_start, window_iters = time.perf_counter(), 0
-        images_per_s = 0.0
         train_model.train()
         iteration = start_iter
         try:
@@ -326,19 +324,9 @@ class Trainer:
                 window_iters += 1
 
                 if iteration % t.log_every == 0 or iteration == t.iters or iteration == start_iter + 1:
-                    elapsed = time.perf_counter() - window_start
-                    images_per_s = window_iters * t.batch / max(elapsed, 1e-9)
+                    images_per_s = window_iters * t.batch / max(time.perf_counter() - window_start, 1e-9)
                     window_start, window_iters = time.perf_counter(), 0
-                    values = {k: float(dist_utils.all_reduce_mean(v.detach().float(), self.dist)) for k, v in losses.items()}
-                    eta = (t.iters - iteration) * t.batch / max(images_per_s, 1e-9)
-                    event = TrainEvent("progress", iteration, t.iters, values, lr, images_per_s, eta,
-                                       timings=timer.means())
-                    self._emit(event)
-                    if self.dist.is_main:
-                        with open(metrics_path, "a", encoding="utf-8") as log:
-                            log.write(json.dumps({"iteration": iteration, "lr": lr, "images_per_s": images_per_s,
-                                                  "pseudo_unsure": float((pseudo == 255).float().mean()),
-                                                  **values}) + "\n")
+                    self._report_progress(iteration, losses, pseudo, lr, images_per_s)
                 if t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0 and iteration < t.iters:
                     self._save_checkpoint(model, optimizer, iteration)
                     self._emit(TrainEvent("checkpoint", iteration, t.iters, message=f"checkpoint at {iteration}"))
@@ -351,6 +339,19 @@ class Trainer:
         return self.run_dir
 
     # --------------------------------------------------------------- helpers
+    def _report_progress(
+        self, iteration: int, losses: dict[str, torch.Tensor], pseudo: torch.Tensor, lr: float, images_per_s: float
+    ) -> None:
+        """A "progress" event and a metrics.jsonl line (the losses are averaged over DDP processes)."""
+        t = self.cfg.train
+        values = {k: float(dist_utils.all_reduce_mean(v.detach().float(), self.dist)) for k, v in losses.items()}
+        eta = (t.iters - iteration) * t.batch / max(images_per_s, 1e-9)
+        self._emit(TrainEvent("progress", iteration, t.iters, values, lr, images_per_s, eta, timings=self.timer.means()))
+        if self.dist.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps({"iteration": iteration, "lr": lr, "images_per_s": images_per_s,
+                                      "pseudo_unsure": float((pseudo == 255).float().mean()), **values}) + "\n")
+
     def _optimizer(self, model: OSTEModel) -> torch.optim.Optimizer:
         t = self.cfg.train
         groups = model.param_groups(t.lr, t.head_lr_mult)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from oste_core.config import ModelConfig
 
 from .backbones import Backbone, build_backbone
+from .backbones.conv_bn import reuse_folded_weights
 from .modules.cam import CAMHead, multiscale_flip_sum
 from .modules.lem import location_expansion
 from .modules.maf import MultilevelActivationFusion
@@ -62,6 +63,10 @@ class OSTEModel(nn.Module):
         With MAF also "maf_similarity" (B, N, N), Eq 7's cosine similarity for the affinity loss, on the
         grid "maf_grid" (h', w') (h, w unless above MAF's max_pixels). "seg_logits" (B, K+1, h, w).
         """
+        with reuse_folded_weights():  # frozen BN folded once for the image and the LEM tiles
+            return self._forward(images)
+
+    def _forward(self, images: Tensor) -> dict:
         stages = self.backbone(images)
         logits, cam = self.cam_head(stages[-1])
         out: dict = {"logits": logits, "cam": cam}
@@ -113,7 +118,8 @@ class OSTEModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            sums = multiscale_flip_sum(self._inference_maps, image, scales, flip)
+            with reuse_folded_weights():
+                sums = multiscale_flip_sum(self._inference_maps, image, scales, flip)
         finally:
             self.train(was_training)
         sums["seg_logits"] = sums["seg_logits"] / (len(scales) * (2 if flip else 1))

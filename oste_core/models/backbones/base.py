@@ -14,25 +14,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NO_WEIGHTS_HINT = "or pass model.pretrained=none for random initialisation (much worse masks)"
 
 
-def conv_bn(conv: nn.Conv2d, bn: _BatchNorm, x: Tensor) -> Tensor:
-    """``bn(conv(x))``; a BN in eval mode (frozen BN while training, and all inference) is folded into the conv.
-
-    An eval-mode BN is the per-channel affine map y = s * z + (beta - mu * s), s = gamma / sqrt(var + eps), so
-    ``conv(x, s * W) + (beta - mu * s)`` gives the same values and gradients (W's gradient is scaled by s, as
-    through the BN) without the BN's two passes over the activations, forward and backward; the folded
-    weight is recomputed from W every call, so training updates W as before. ``conv._conv_forward`` is
-    the hook ``nn.Conv2d`` subclasses override (e.g. for "SAME" padding), so it applies here too.
-    """
-    if bn.training or not bn.track_running_stats or conv.bias is not None:
-        return bn(conv(x))
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    shift = -bn.running_mean * scale
-    if bn.affine:
-        scale = scale * bn.weight
-        shift = shift * bn.weight + bn.bias
-    return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), shift)
-
-
 class PretrainedWeightsError(RuntimeError):
     """ImageNet weights were requested but cannot be found or do not fit; the message says how to fix it."""
 

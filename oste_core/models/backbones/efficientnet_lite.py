@@ -14,7 +14,8 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, conv_bn, resolve_pretrained
+from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, resolve_pretrained
+from .conv_bn import conv_bn
 
 # (expand ratio, output channels, repeats, stride, kernel) per block group
 BLOCK_GROUPS = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),

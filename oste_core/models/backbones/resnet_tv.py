@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import Tensor
-
 from torchvision.models.resnet import Bottleneck
 
-from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, conv_bn, resolve_pretrained
+from .base import NO_WEIGHTS_HINT, Backbone, PretrainedWeightsError, resolve_pretrained
+from .conv_bn import conv_bn
 
 ALLOW_DOWNLOAD_ENV = "OSTE_ALLOW_DOWNLOAD"
 
