@@ -4,10 +4,12 @@ Runs the real `Trainer` (exactly what `oste train` and the GUI's worker run) on 
 and reports images/s plus the mean time of each phase of a step: data, forward (backbone + LEM +
 MAF + seg head), pseudo-labels (FBE + CRF), losses (incl. energy), backward + optimizer. The
 forward is split further by timing the forward with LEM / MAF switched off, and the energy loss
-is timed alone.
+is timed alone. ``--count-ops`` instead counts the aten ops (about one CUDA kernel launch each) and
+host syncs of a step, which matter where the GPU step is bound by launches; it runs on any device.
 
     python benchmarks/bench_train.py --device cuda --backbone resnet50 --batch 8 --crop 321
     python benchmarks/bench_train.py --device cpu --iters 6 --batch 8 --crop 321
+    python benchmarks/bench_train.py --device cpu --backbone resnet50 --pretrained none --crop 96 --batch 4 --count-ops
 """
 from __future__ import annotations
 
@@ -95,7 +97,6 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
-        self.ops += name not in VIEW_OPS
         if name in SYNC_OPS:
             stack = traceback.extract_stack()
             if any(frame.name == "_report_progress" for frame in stack):
@@ -104,12 +105,14 @@ class OpCounter(TorchDispatchMode):
                 frames = [f for f in stack if "oste_core" in f.filename and "oste_core/data" not in f.filename]
                 site = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "outside oste_core"
             self.syncs[site] += 1
+        self.ops += name not in VIEW_OPS
         return func(*args, **(kwargs or {}))
 
 
 def count_ops(data: Path, args, steps: int = 2) -> OpCounter:
-    """`OpCounter` over ``steps`` training steps after ``args.warmup`` (data loading in worker processes)."""
-    cfg = bench_config(args, **{"train.iters": args.warmup + steps, "train.log_every": 1})
+    """`OpCounter` over ``steps`` training steps after ``args.warmup`` (data loading in a worker process)."""
+    cfg = bench_config(args, **{"train.iters": args.warmup + steps, "train.log_every": 1,
+                                "train.workers": max(1, args.workers)})
     counter = OpCounter()
 
     def on_event(event) -> None:
@@ -163,7 +166,8 @@ def main() -> None:
         counter = count_ops(data, args, steps)
         print(f"\nbench_train --count-ops: {args.backbone}, batch {args.batch}, crop {args.crop}, {device}, "
               f"overrides {args.set or 'none'}: {counter.ops / steps:.0f} aten ops per step (views left out), "
-              f"{sum(counter.syncs.values()) / steps:.1f} host syncs per step")
+              f"{sum(n for site, n in counter.syncs.items() if not site.startswith('progress')) / steps:.1f} "
+              "host syncs per step besides logging; by call site:")
         for site, count in counter.syncs.most_common():
             print(f"  {count / steps:5.1f}  {site}")
         return
