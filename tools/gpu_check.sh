@@ -27,6 +27,8 @@ if [[ $STEPS == *bench* ]]; then
         | tee "$OUT/bench_train_r50.txt"
     (cd benchmarks && timeout 120 python3 bench_train.py --device cuda --batch 8 --crop 321 --iters 10 \
         --warmup 3 --workers 8) 2>&1 | tail -22 | tee "$OUT/bench_train_effnet.txt"
+    (cd benchmarks && timeout 120 python3 bench_train.py --device cuda --backbone resnet50 --pretrained none \
+        --batch 8 --crop 321 --workers 8 --count-ops) 2>&1 | tail -8 | tee "$OUT/count_ops_r50.txt"
 fi
 wait $build && echo "pydensecrf built" || { echo "pydensecrf build failed:"; tail -5 "$OUT/crf_build.log"; }
 if [[ $STEPS == *quality* ]]; then
