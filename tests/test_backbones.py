@@ -164,6 +164,15 @@ def test_conv_bn_follows_changed_statistics() -> None:
     assert torch.allclose(conv_bn(conv, bn, x), bn(conv(x)), atol=1e-5)
 
 
+def test_conv_bn_trains_after_inference_mode() -> None:
+    conv, bn = _conv_and_eval_bn()
+    x = torch.randn(1, 4, 8, 8)
+    with torch.inference_mode():
+        conv_bn(conv, bn, x)
+    conv_bn(conv, bn, x).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
 def test_reused_folded_weights_cost_one_convolution_per_later_pass() -> None:
     conv, bn = _conv_and_eval_bn()
     x, tiles = torch.randn(2, 4, 8, 8), torch.randn(8, 4, 4, 4)

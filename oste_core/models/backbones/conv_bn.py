@@ -101,6 +101,6 @@ def eval_bn_affine(bn: _BatchNorm) -> tuple[Tensor, Tensor]:
     if bn.affine:
         scale = scale * bn.weight
         shift = shift * bn.weight + bn.bias
-    if not needs_grad:  # the sources are kept too, so their ids cannot be reused while cached
-        bn.__dict__["_folded_affine"] = (stamp, scale, shift, sources)
+    if not needs_grad and not torch.is_inference_mode_enabled():  # inference tensors could not join a backward
+        bn.__dict__["_folded_affine"] = (stamp, scale, shift, sources)  # sources kept: their ids stay unique
     return scale, shift
