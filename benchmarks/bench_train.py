@@ -88,7 +88,9 @@ VIEW_OPS = {"view", "_unsafe_view", "as_strided", "alias", "t", "transpose", "pe
 
 class OpCounter(TorchDispatchMode):
     """Counts aten ops that do work (views and allocations left out): on CUDA about one kernel launch each;
-    and ops that make the host wait for the device (``.item()``, ``nonzero``, ``unique``), by call site."""
+    and ops that make the host wait for the device (``.item()``, ``nonzero``, ``unique``, copies to the
+    host), by call site. CPU tensors cannot show the copies; pass ``--crf torch`` on the CPU to count the CRF
+    that CUDA runs (``auto`` picks pydensecrf there)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,7 +99,7 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
-        if name in SYNC_OPS:
+        if name in SYNC_OPS or _copies_to_host(name, args, kwargs or {}):
             stack = traceback.extract_stack()
             if any(frame.name == "_report_progress" for frame in stack):
                 site = "progress logging (every train.log_every steps)"
@@ -107,6 +109,16 @@ class OpCounter(TorchDispatchMode):
             self.syncs[site] += 1
         self.ops += name not in VIEW_OPS
         return func(*args, **(kwargs or {}))
+
+
+def _copies_to_host(name: str, args: tuple, kwargs: dict) -> bool:
+    """A device-to-host copy (``.cpu()``, ``.tolist()``): the host waits for the device."""
+    if name == "_to_copy":
+        source, target = args[0], kwargs.get("device")
+        return source.device.type != "cpu" and target is not None and torch.device(target).type == "cpu"
+    if name == "copy_":
+        return args[1].device.type != "cpu" and args[0].device.type == "cpu"
+    return False
 
 
 def count_ops(data: Path, args, steps: int = 2) -> OpCounter:
