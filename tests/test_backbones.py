@@ -88,12 +88,11 @@ def test_frozen_bn_keeps_statistics_and_blocks_gradients(name: str) -> None:
     assert not torch.equal(bns[0].running_mean, before[0])
 
 
-def _randomise_batch_norms(backbone) -> None:
-    for bn in backbone.batch_norms():
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.data.uniform_(0.5, 1.5)
-        bn.bias.data.uniform_(-0.5, 0.5)
+def _randomise_batch_norm(bn: torch.nn.BatchNorm2d) -> None:
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
 
 
 @pytest.mark.parametrize("conv", [torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), SamePadConv2d(4, 6, 3, stride=2),
@@ -102,9 +101,7 @@ def test_conv_bn_folds_an_eval_batch_norm_exactly(conv: torch.nn.Conv2d) -> None
     torch.manual_seed(0)
     conv = conv.double()
     bn = torch.nn.BatchNorm2d(conv.out_channels).double().eval()
-    bn.running_mean.uniform_(-1, 1)
-    bn.running_var.uniform_(0.5, 2.0)
-    bn.weight.data.uniform_(0.5, 1.5)
+    _randomise_batch_norm(bn)
     x = torch.randn(2, conv.in_channels, 11, 13, dtype=torch.float64)
 
     folded, reference = conv_bn(conv, bn, x), bn(conv(x))
@@ -130,7 +127,7 @@ class _CountOps(TorchDispatchMode):
 def _conv_and_eval_bn() -> tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d]:
     torch.manual_seed(0)
     conv, bn = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), torch.nn.BatchNorm2d(6).eval()
-    bn.running_mean.uniform_(-1, 1)
+    _randomise_batch_norm(bn)
     bn.weight.requires_grad_(False)
     bn.bias.requires_grad_(False)
     return conv, bn
@@ -204,7 +201,8 @@ def test_frozen_bn_backbones_fold_it_with_unchanged_features_and_gradients(
 ) -> None:
     torch.manual_seed(0)
     backbone = build_backbone(name, pretrained="none", frozen_bn=True).double().train()
-    _randomise_batch_norms(backbone)
+    for bn in backbone.batch_norms():
+        _randomise_batch_norm(bn)
     x = torch.randn(2, 3, 48, 48, dtype=torch.float64)
     weights = [p for p in backbone.parameters() if p.requires_grad]
 

@@ -5,9 +5,9 @@ grayscale is replicated to 3 channels, images with transparency (RGBA, LA, palet
 transparency) are composited on white, 16-bit images are scaled to 8 bit by the bit depth their
 values use (a maximum of 4095 is read as 12-bit data, of 1023 as 10-bit, so the sensor's full range
 maps onto 0..255 instead of loading dark; full 16-bit data is divided by 257), CMYK and other modes
-are converted to RGB, and images larger than ``max_side`` on their longest side are downscaled (JPEGs are decoded at a reduced
-scale first, so very large photos load quickly). Anything that cannot be decoded raises
-`ImageLoadError` naming the file and the problem.
+are converted to RGB, and images larger than ``max_side`` on their longest side are downscaled
+(JPEGs are decoded at a reduced scale first, so very large photos load quickly). Anything that
+cannot be decoded raises `ImageLoadError` naming the file and the problem.
 """
 from __future__ import annotations
 
