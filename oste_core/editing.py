@@ -1,4 +1,5 @@
-"""Qt-free mask editing for the GUI editor: brush, eraser, fills, unbounded undo/redo, verified saves.
+"""Qt-free mask editing for the GUI editor: brush, eraser, fills (mask region, polygon, similar image
+colour), unbounded undo/redo, verified saves.
 
 Conventions (the GUI follows them): class index 0 is background, 1..K the foreground classes,
 255 ("unsure") marks pixels the user wants ignored. The eraser removes a label, i.e. it paints
@@ -22,6 +23,7 @@ from oste_core.export import save_palette_png
 
 BACKGROUND = 0
 UNSURE = 255
+DEFAULT_TOLERANCE = 24  # per-channel colour distance of the similar-colour fill
 
 Point = tuple[float, float]
 
@@ -189,6 +191,24 @@ class MaskDocument:
         window[inside] = value
         return self._record(ry, rx, before)
 
+    def color_fill(self, image: np.ndarray, x: int, y: int, value: int, tolerance: int = DEFAULT_TOLERANCE) -> bool:
+        """Fill the image region of similar colour around (x, y) with ``value`` (see `similar_color_region`).
+
+        The fill stays inside the clicked pixel's current label, so it never paints over another object.
+        """
+        _check_value(value)
+        h, w = self.mask.shape
+        x, y = int(x), int(y)
+        if not (0 <= x < w and 0 <= y < h):
+            return False
+        region = similar_color_region(image, x, y, tolerance, allowed=self.mask == self.mask[y, x])
+        rows, cols = np.nonzero(region)
+        y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        window = self.mask[y0:y1, x0:x1]
+        before = window.copy()
+        window[region[y0:y1, x0:x1]] = value
+        return self._record(y0, x0, before)
+
     def polygon_fill(self, points: Sequence[Point], value: int) -> bool:
         """Fill the closed polygon with vertices ``points`` (x, y); needs at least 3 vertices."""
         _check_value(value)
@@ -224,6 +244,32 @@ class MaskDocument:
         self.disk_mtime_ns = path.stat().st_mtime_ns
         self.dirty = False
         return path
+
+
+def similar_color_region(image: np.ndarray, x: int, y: int, tolerance: int = DEFAULT_TOLERANCE,
+                         allowed: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) bool: the 8-connected pixels around (x, y) whose colour is within ``tolerance`` of the seed's.
+
+    ``image`` is (H, W, 3) uint8 RGB; each channel may differ from the seed colour by at most
+    ``tolerance`` (0..255), measured on a lightly smoothed copy so sensor noise and JPEG blocks do
+    not punch holes in the region. ``allowed`` (H, W) bool limits the region (None: the whole image).
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"a colour fill needs an (H, W, 3) image, got shape {image.shape}")
+    h, w = image.shape[:2]
+    if not (0 <= x < w and 0 <= y < h):
+        raise ValueError(f"seed ({x}, {y}) is outside the {w}x{h} image")
+    smooth = cv2.GaussianBlur(np.ascontiguousarray(image, dtype=np.uint8), (3, 3), 0)
+    region = np.zeros((h + 2, w + 2), np.uint8)
+    if allowed is not None:
+        if allowed.shape != (h, w):
+            raise ValueError(f"allowed has shape {allowed.shape}, the image is {(h, w)}")
+        region[1:-1, 1:-1][~allowed] = 1  # floodFill never crosses non-zero mask pixels
+    tol = (int(tolerance),) * 3
+    flags = 8 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (2 << 8)
+    cv2.floodFill(smooth, region, (int(x), int(y)), 0, tol, tol, flags)
+    return region[1:-1, 1:-1] == 2
 
 
 def _check_value(value: int) -> None:

@@ -13,6 +13,7 @@ from oste_core.editing import (
     open_document,
     review_order,
     save_verified,
+    similar_color_region,
     uncertainty_score,
     verified_path,
 )
@@ -156,3 +157,40 @@ def test_uncertainty_and_review_order() -> None:
     assert uncertainty_score(labels) == pytest.approx(0.25)
     assert uncertainty_score(np.zeros((0, 0), np.uint8)) == 0.0
     assert review_order([("a", 0.1), ("b", 0.5), ("c", 0.1)]) == ["b", "a", "c"]
+
+
+def two_tone_image() -> np.ndarray:
+    """A noisy grey image with a noisy red disc at (20, 16), radius 8, and a red square elsewhere."""
+    rng = np.random.default_rng(0)
+    image = np.full((32, 40, 3), 120, np.int16) + rng.integers(-6, 7, (32, 40, 3))
+    rows, cols = np.mgrid[:32, :40]
+    image[(rows - 16) ** 2 + (cols - 20) ** 2 <= 64] = (200, 40, 40)
+    image[2:6, 33:38] = (200, 40, 40)  # same colour, not connected to the disc
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_colour_fill_takes_the_connected_similar_region_only() -> None:
+    image = two_tone_image()
+    rows, cols = np.mgrid[:32, :40]
+    disc = (rows - 16) ** 2 + (cols - 20) ** 2 <= 64
+    inner = (rows - 16) ** 2 + (cols - 20) ** 2 <= 36  # the disc without its (smoothed) rim
+    doc = blank()
+    assert doc.color_fill(image, 20, 16, 2, tolerance=24)
+    filled = doc.mask == 2
+    assert filled[inner].all() and not filled[~disc].any()  # the square of the same colour is not connected
+    assert doc.undo() and not doc.mask.any()  # one undoable step
+
+    grey = similar_color_region(image, 2, 30, tolerance=24)
+    assert not grey[disc].any() and not grey[2:6, 33:38].any() and grey.sum() > 0.9 * (~disc).sum() - 20
+    assert similar_color_region(image, 2, 30, tolerance=0).sum() < grey.sum()  # tolerance matters
+
+
+def test_colour_fill_stays_inside_the_clicked_label() -> None:
+    image = two_tone_image()
+    doc = blank()
+    doc.brush([(20, 16)], radius=3, value=5)  # an object already labelled inside the disc
+    doc.color_fill(image, 14, 16, 1, tolerance=24)
+    assert doc.mask[16, 20] == 5 and doc.mask[16, 14] == 1 and doc.mask[0, 0] == 0
+    assert not doc.color_fill(image, 20, 16, 5)  # filling a label with itself changes nothing
+    with pytest.raises(ValueError):
+        doc.color_fill(image[..., 0], 1, 1, 1)
