@@ -14,6 +14,7 @@ from oste_core.data import (
     load_mask,
     open_folder,
     stem_for,
+    summarise_problems,
     validate_images,
 )
 from oste_core.export.palette import save_palette_png
@@ -63,12 +64,14 @@ def test_native_layout(native: Path) -> None:
     assert folder.layout == "native" and detect_layout(native) == "native"
     assert folder.class_names == ["dog", "cat"]  # classes.txt order, blank line ignored
     by_stem = {s.stem: s for s in folder.samples}
-    assert set(by_stem) == {"top", "a__b__deep"}
-    top, deep = by_stem["top"], by_stem["a__b__deep"]
+    assert set(by_stem) == {"top", "deep"}  # file stems, at any depth
+    top, deep = by_stem["top"], by_stem["deep"]
     assert top.tags == ["cat", "dog"] and folder.tag_indices(top) == [2, 1]
     assert deep.tags == [] and folder.tag_indices(deep) == []
     assert top.gt_mask == native / "masks" / "top.png" and top.verified_mask is None
+    # a verified mask saved under the path stem (older versions) is still found
     assert deep.verified_mask == native / "verified" / "a__b__deep.png" and deep.gt_mask is None
+    assert folder.verified_path(deep) == native / "verified" / "deep.png"  # ... and the next save uses the stem
     assert deep.image_path == native / "a" / "b" / "deep.png" and deep.rel == "a/b/deep.png"
     assert folder.untagged == ["a/untagged.png"]  # masks/, runs/ and .cache/ are never scanned
     assert folder.problems == []
@@ -88,11 +91,11 @@ def test_set_tags_and_save_round_trip(native: Path) -> None:
     folder.set_tags("top", ["cat", "bird"])
     assert folder.class_names == ["dog", "cat", "bird"]
     new = folder.set_tags("a/untagged.png", ["dog"])  # an untagged image becomes a sample
-    assert new.stem == "a__untagged" and folder.untagged == []
+    assert new.stem == "untagged" and folder.untagged == []
     folder.save_tags()
     again = open_folder(native)
     assert again.class_names == ["dog", "cat", "bird"]
-    assert {s.stem: s.tags for s in again.samples} == {"top": ["cat", "bird"], "a__b__deep": [], "a__untagged": ["dog"]}
+    assert {s.stem: s.tags for s in again.samples} == {"top": ["cat", "bird"], "deep": [], "untagged": ["dog"]}
     with pytest.raises(ValueError, match="reserved"):
         folder.add_class("background")
     with pytest.raises(KeyError, match="nope"):
@@ -185,13 +188,13 @@ def test_subfolder_layout_and_conversion_to_native(tmp_path: Path) -> None:
     folder = open_folder(tmp_path)
     assert folder.layout == "subfolders" and detect_layout(tmp_path) == "subfolders"
     assert folder.class_names == ["cat", "dog"]
-    assert {s.stem: s.tags for s in folder.samples} == {"cat__c1": ["cat"], "dog__d1": ["dog"], "dog__d2": ["dog"]}
+    assert {s.stem: s.tags for s in folder.samples} == {"c1": ["cat"], "d1": ["dog"], "d2": ["dog"]}
     assert not (tmp_path / "tags.csv").exists()  # nothing is written unless asked
-    folder.set_tags("dog__d1", ["dog", "cat"])
+    folder.set_tags("d1", ["dog", "cat"])
     folder.save_tags()
     native = open_folder(tmp_path)
     assert native.layout == "native" and native.class_names == ["cat", "dog"]
-    assert {s.stem: s.tags for s in native.samples} == {"cat__c1": ["cat"], "dog__d1": ["dog", "cat"], "dog__d2": ["dog"]}
+    assert {s.stem: s.tags for s in native.samples} == {"c1": ["cat"], "d1": ["dog", "cat"], "d2": ["dog"]}
 
 
 def test_subfolders_missing_from_classes_file(tmp_path: Path) -> None:
@@ -241,3 +244,81 @@ def test_relative_root_gives_absolute_paths(native: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(native.parent)
     folder = open_folder(native.name)
     assert folder.root == native and folder.samples[0].image_path.is_absolute()
+
+
+def test_nested_images_use_their_file_stem_for_masks(tmp_path: Path) -> None:
+    """The common ``images/`` + ``masks/`` layout: masks named after the file, whatever its folder."""
+    for name in ("x", "y", "z"):
+        write_image(tmp_path / "images" / f"{name}.jpg")
+    write_image(tmp_path / "images" / "more" / "w.jpg")
+    write_text(tmp_path / "tags.csv", "image,tags\nimages/x.jpg,cat\nimages/y.jpg,cat\nimages/more/w.jpg,cat\n")
+    for name in ("x", "y", "w"):
+        save_palette_png(tmp_path / "masks" / f"{name}.png", np.ones((16, 24), np.uint8))
+    save_palette_png(tmp_path / "verified" / "x.png", np.ones((16, 24), np.uint8))
+    save_palette_png(tmp_path / "verified" / "images__x.png", np.zeros((16, 24), np.uint8))  # old name, older
+    save_palette_png(tmp_path / "verified" / "images__y.png", np.zeros((16, 24), np.uint8))  # old name only
+    folder = open_folder(tmp_path)
+    by_stem = {s.stem: s for s in folder.samples}
+    assert set(by_stem) == {"x", "y", "w"} and folder.problems == []
+    assert all(s.gt_mask == tmp_path / "masks" / f"{s.stem}.png" for s in folder.samples)
+    assert by_stem["x"].verified_mask == tmp_path / "verified" / "x.png"  # the new name wins
+    assert by_stem["y"].verified_mask == tmp_path / "verified" / "images__y.png"  # the old name is still read
+    assert folder.verified_path(by_stem["y"]) == tmp_path / "verified" / "y.png"  # and replaced by the new one
+    assert by_stem["w"].verified_mask is None
+    assert folder.stem_of("images/z.jpg") == "z"  # untagged images have a stem too ...
+    assert folder.set_tags("images/z.jpg", ["cat"]).stem == "z"  # ... which they keep once tagged
+
+
+def test_colliding_file_stems_use_path_stems_and_are_reported(tmp_path: Path) -> None:
+    write_image(tmp_path / "a" / "img.jpg")
+    write_image(tmp_path / "b" / "img.png")
+    write_image(tmp_path / "c" / "IMG.jpg")  # one file on Windows and macOS: collides too
+    write_image(tmp_path / "c" / "solo.jpg")
+    write_text(tmp_path / "tags.csv", "image,tags\na/img.jpg,cat\nb/img.png,cat\nc/IMG.jpg,cat\nc/solo.jpg,cat\n")
+    save_palette_png(tmp_path / "masks" / "a__img.png", np.ones((16, 24), np.uint8))
+    save_palette_png(tmp_path / "masks" / "solo.png", np.ones((16, 24), np.uint8))
+    folder = open_folder(tmp_path)
+    by_stem = {s.stem: s for s in folder.samples}
+    assert set(by_stem) == {"a__img", "b__img", "c__IMG", "solo"}
+    assert by_stem["a__img"].gt_mask == tmp_path / "masks" / "a__img.png" and by_stem["b__img"].gt_mask is None
+    assert len(folder.problems) == 3 and all(p.kind == "stem collision" for p in folder.problems)
+    first = next(p for p in folder.problems if p.startswith(str(tmp_path / "a" / "img.jpg")))
+    assert "b/img.png" in first and "c/IMG.jpg" in first and "masks/a__img.png" in first
+
+
+def test_masks_folder_that_matches_no_image_is_reported(tmp_path: Path) -> None:
+    write_image(tmp_path / "images" / "x.jpg")
+    write_text(tmp_path / "tags.csv", "image,tags\nimages/x.jpg,cat\n")
+    save_palette_png(tmp_path / "masks" / "images_x.png", np.ones((16, 24), np.uint8))
+    folder = open_folder(tmp_path)
+    assert folder.samples[0].gt_mask is None
+    assert len(folder.problems) == 1 and folder.problems[0].kind == "unmatched masks"
+    assert "0 of the 1 expected" in folder.problems[0] and "expects masks/x.png" in folder.problems[0]
+    assert "images_x.png" in folder.problems[0]
+
+
+def test_problem_kinds_survive_pickling_and_are_summarised(tmp_path: Path) -> None:
+    import pickle
+
+    write_image(tmp_path / "a.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    write_text(tmp_path / "tags.csv", "image,tags\na.jpg,cat\na.jpg,cat\ngone.jpg,cat\nbroken.jpg,cat\n")
+    folder = open_folder(tmp_path)
+    validate_images(folder)
+    kinds = sorted(p.kind for p in folder.problems)
+    assert kinds == ["duplicate row", "missing file", "unreadable image"]
+    assert [p.kind for p in pickle.loads(pickle.dumps(folder.problems))] == [p.kind for p in folder.problems]
+    lines = summarise_problems(folder.problems + ["plain line from the predictor"], examples=1)
+    assert "  unreadable image: 2" in lines and "    ... and 1 more" in lines
+    assert "  missing file: 1" in lines and any("gone.jpg" in line for line in lines)
+
+
+REAL_MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-dev" / "mix"
+
+
+@pytest.mark.skipif(not (REAL_MIX / "tags.csv").is_file(), reason=f"{REAL_MIX} is not on this machine")
+def test_real_images_masks_layout_finds_every_ground_truth() -> None:
+    """``images/<name>.jpg`` + ``masks/<name>.png`` + ``tags.csv`` (read in place, never copied)."""
+    folder = open_folder(REAL_MIX)
+    assert len(folder.samples) == 180 and folder.problems == []
+    assert all(s.gt_mask == REAL_MIX / "masks" / f"{s.stem}.png" for s in folder.samples)

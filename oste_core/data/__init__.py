@@ -4,10 +4,12 @@ from oste_core.data.folder import (
     VOC_CLASSES,
     FolderError,
     LabelledFolder,
+    Problem,
     Sample,
     detect_layout,
     open_folder,
     stem_for,
+    summarise_problems,
     validate_images,
 )
 from oste_core.data.dataset import TrainDataset, seed_worker
@@ -22,6 +24,7 @@ __all__ = [
     "FolderError",
     "ImageLoadError",
     "LabelledFolder",
+    "Problem",
     "Sample",
     "TrainDataset",
     "check_image",
@@ -32,6 +35,7 @@ __all__ = [
     "open_folder",
     "seed_worker",
     "stem_for",
+    "summarise_problems",
     "validate_images",
     "write_demo_data",
 ]

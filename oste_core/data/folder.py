@@ -22,12 +22,19 @@ Optional ``masks/<stem>.png`` are ground-truth masks (evaluation) and ``verified
 masks a user verified in the editor. The folders ``masks``, ``verified``, ``runs``, ``exports``
 and any folder whose name starts with '.' are never scanned for images.
 
-Stems are unique per folder: a top-level ``img.jpg`` has stem ``img``; a nested image uses its
-relative path with '/' replaced by '__' and without the extension (``a/b/img.jpg`` ->
-``a__b__img``). Problems that do not stop the folder from being used (an unreadable annotation,
-a row naming a missing image, two images with the same stem) are collected in
-``LabelledFolder.problems`` as ``"path: reason"`` lines; `validate_images` adds undecodable
-images there. Problems that make the folder unusable raise `FolderError`.
+Stems are unique per folder and name the mask files. An image's stem is its file name without
+the extension (``images/a/img.jpg`` -> ``img``), at any depth, so the common ``images/`` +
+``masks/`` layout works as is. Only images whose file stems collide (compared without case,
+as on Windows and macOS) use their path stem instead, the relative path with '/' replaced by
+'__' (``a/b/img.jpg`` -> ``a__b__img``), and the collision is reported. Masks saved under the
+path stem of an image whose stem is now its file stem are still read (the file stem wins when
+both exist); new verified masks are written under the stem.
+
+Problems that do not stop the folder from being used (an unreadable annotation, a row naming a
+missing image, colliding stems, a ``masks/`` folder that matches no image) are collected in
+``LabelledFolder.problems`` as ``"path: reason"`` lines (`Problem`, which also carries a kind);
+`validate_images` adds undecodable images there. Problems that make the folder unusable raise
+`FolderError`.
 """
 from __future__ import annotations
 
@@ -35,9 +42,10 @@ import csv
 import io
 import os
 import xml.etree.ElementTree as ElementTree
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from oste_core.data.image_io import ImageLoadError, check_image, is_image_file, load_mask
 from oste_core.utils.io import atomic_write_text
@@ -58,23 +66,115 @@ class FolderError(ValueError):
     """The folder cannot be used; the message names the folder or file and the problem."""
 
 
+MISSING_FILE = "missing file"
+DUPLICATE_ROW = "duplicate row"
+BAD_ROW = "bad row"
+STEM_COLLISION = "stem collision"
+UNMATCHED_MASKS = "unmatched masks"
+UNREADABLE_IMAGE = "unreadable image"
+UNREADABLE_MASK = "unreadable mask"
+UNREADABLE_ANNOTATION = "unreadable annotation"
+CLASS_ORDER = "class order"
+
+
+class Problem(str):
+    """A ``"path: reason"`` problem line that also says which ``kind`` of problem it is.
+
+    A `str`, so problem lists stay plain text for files and the GUI; the kind lets a summary
+    count problems per kind (`summarise_problems`).
+    """
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> "Problem":
+        line = super().__new__(cls, text)
+        line.kind = kind
+        return line
+
+    def __getnewargs__(self) -> tuple[str, str]:  # pickling (DataLoader workers) keeps the kind
+        return str(self), self.kind
+
+
+def problem_kind(problem: str) -> str:
+    """The kind of a problem line: its `Problem.kind`, "unreadable image" for plain lines (from
+    the predictor and the dataset, which only report images they could not read)."""
+    return getattr(problem, "kind", UNREADABLE_IMAGE)
+
+
+def summarise_problems(problems: Sequence[str], examples: int = 3) -> list[str]:
+    """Console lines: per kind (most frequent first) the count and the first ``examples`` lines."""
+    by_kind: dict[str, list[str]] = {}
+    for problem in problems:
+        by_kind.setdefault(problem_kind(problem), []).append(str(problem))
+    lines: list[str] = []
+    for kind, found in sorted(by_kind.items(), key=lambda item: -len(item[1])):
+        lines.append(f"  {kind}: {len(found)}")
+        lines += [f"    {line}" for line in found[:examples]]
+        if len(found) > examples:
+            lines.append(f"    ... and {len(found) - examples} more")
+    return lines
+
+
 @dataclass
 class Sample:
     """One tagged image of a labelled folder."""
 
     image_path: Path
     rel: str  # path relative to the folder root, '/' separators
-    stem: str  # unique in the folder (see the module docstring)
+    stem: str  # unique in the folder, names its mask files (see the module docstring)
     tags: list[str] = field(default_factory=list)
     gt_mask: Path | None = None
     verified_mask: Path | None = None
 
 
+def file_stem(rel: str) -> str:
+    """The file name without its extension: ``a/b/img.jpg`` -> ``img``."""
+    name = rel.rpartition("/")[2]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
 def stem_for(rel: str) -> str:
-    """Unique stem of a relative image path: ``a/b/img.jpg`` -> ``a__b__img``, ``img.jpg`` -> ``img``."""
-    parent, _, name = rel.rpartition("/")
-    base = name.rsplit(".", 1)[0] if "." in name else name
-    return f"{parent.replace('/', '__')}__{base}" if parent else base
+    """Path stem of a relative image path, the stem of images whose file stems collide:
+    ``a/b/img.jpg`` -> ``a__b__img``, ``img.jpg`` -> ``img``."""
+    parent = rel.rpartition("/")[0]
+    return f"{parent.replace('/', '__')}__{file_stem(rel)}" if parent else file_stem(rel)
+
+
+def assign_stems(rels: Iterable[str]) -> tuple[dict[str, str], list[list[str]]]:
+    """rel -> stem for all images of a folder, and the groups of rels whose file stems collide.
+
+    The stem is the file stem unless another image has the same one (ignoring case: masks of
+    ``a/X.jpg`` and ``b/x.jpg`` would be one file on Windows and macOS); then the path stem.
+    """
+    groups: dict[str, list[str]] = {}
+    for rel in rels:
+        groups.setdefault(file_stem(rel).casefold(), []).append(rel)
+    stems: dict[str, str] = {}
+    collisions: list[list[str]] = []
+    for group in groups.values():
+        if len(group) == 1:
+            stems[group[0]] = file_stem(group[0])
+        else:
+            collisions.append(group)
+            stems.update((rel, stem_for(rel)) for rel in group)
+    return stems, collisions
+
+
+def _collision_problems(root: Path, collisions: list[list[str]]) -> list[Problem]:
+    """One line per image whose file stem collides: which images, and the mask names used instead.
+
+    Images whose path stems are the same too (``img.jpg`` and ``img.png``) are left to
+    `_build_samples`, which skips and reports the second one.
+    """
+    problems: list[Problem] = []
+    for group in collisions:
+        path_stems = Counter(stem_for(rel) for rel in group)
+        for rel in (rel for rel in group if path_stems[stem_for(rel)] == 1):
+            others = ", ".join(other for other in group if other != rel)
+            problems.append(Problem(
+                f"{root / rel}: same file name stem as {others}; its masks are named after its path: "
+                f"{MASKS_DIR}/{stem_for(rel)}.png, {VERIFIED_DIR}/{stem_for(rel)}.png", STEM_COLLISION))
+    return problems
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
@@ -107,6 +207,7 @@ class LabelledFolder:
     problems: list[str] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)  # rel paths of images without a tags.csv row
     split: str | None = None  # the VOC image set this folder was opened with
+    stems: dict[str, str] = field(default_factory=dict)  # rel -> stem of every image, tagged or not
 
     @property
     def num_classes(self) -> int:
@@ -122,8 +223,19 @@ class LabelledFolder:
         return self.root / CLASSES_FILE
 
     def verified_path(self, sample: Sample) -> Path:
-        """Where the editor stores the verified mask of ``sample`` (then set ``sample.verified_mask``)."""
+        """Where the editor stores the verified mask of ``sample`` (then set ``sample.verified_mask``).
+
+        Always the stem's name; ``sample.verified_mask`` may still be an older file saved under
+        the path stem, which this name then replaces.
+        """
         return self.root / VERIFIED_DIR / f"{sample.stem}.png"
+
+    def stem_of(self, rel: str) -> str:
+        """The stem of any image of the folder, tagged or not, from its relative path."""
+        try:
+            return self.stems[rel]
+        except KeyError:
+            raise KeyError(f"{self.root}: no image {rel!r}") from None
 
     def tag_indices(self, sample: Sample) -> list[int]:
         """The sample's tags as 1-based class indices."""
@@ -156,7 +268,7 @@ class LabelledFolder:
             if stem_or_rel not in self.untagged:
                 raise
             self.untagged.remove(stem_or_rel)
-            stem = Path(stem_or_rel).stem if self.layout == "voc" else stem_for(stem_or_rel)
+            stem = self.stem_of(stem_or_rel)
             sample = _MaskFinder(self.root, self.layout).sample(self.root, stem_or_rel, stem, [])
             self.samples.append(sample)
         for tag in tags:
@@ -187,19 +299,39 @@ class LabelledFolder:
 
 
 class _MaskFinder:
-    """Finds ``<stem>.png`` ground-truth and verified masks, listing each mask folder once."""
+    """Finds ground-truth and verified masks, listing each mask folder once.
+
+    A mask is ``<stem>.png``, or for a nested image ``<path stem>.png``, the name older versions
+    gave it (read when the stem's own file is absent).
+    """
 
     def __init__(self, root: Path, layout: str) -> None:
         gt_dirs = [root / "SegmentationClass", root / MASKS_DIR] if layout == "voc" else [root / MASKS_DIR]
         self._gt = [(d, _png_names(d)) for d in gt_dirs]
         self._verified_dir = root / VERIFIED_DIR
         self._verified = _png_names(self._verified_dir)
+        self._layout = layout
+
+    def _names(self, rel: str, stem: str) -> list[str]:
+        old = stem_for(rel)
+        return [f"{stem}.png"] + ([f"{old}.png"] if self._layout != "voc" and old != stem else [])
 
     def sample(self, root: Path, rel: str, stem: str, tags: list[str]) -> Sample:
-        name = f"{stem}.png"
-        gt = next((d / name for d, names in self._gt if name in names), None)
-        verified = self._verified_dir / name if name in self._verified else None
+        names = self._names(rel, stem)
+        gt = next((d / name for name in names for d, found in self._gt if name in found), None)
+        verified = next((self._verified_dir / name for name in names if name in self._verified), None)
         return Sample(root / rel, rel, stem, tags, gt, verified)
+
+    def unmatched_masks(self, root: Path, samples: list[Sample]) -> list[Problem]:
+        """A warning when ``masks/`` holds PNG files but none of them is the mask of a sample."""
+        masks_dir, names = self._gt[-1]
+        if not names or not samples or any(s.gt_mask is not None for s in samples):
+            return []
+        example = samples[0]
+        return [Problem(
+            f"{masks_dir}: has 0 of the {len(samples)} expected mask files (one per image, named "
+            f"after the image file without its extension): for {example.rel} it expects "
+            f"{MASKS_DIR}/{example.stem}.png, but holds files such as {min(names)}", UNMATCHED_MASKS)]
 
 
 def _png_names(directory: Path) -> set[str]:
@@ -258,10 +390,12 @@ def _read_tags_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
         rel = _normalise_rel(row[image_col]) if image_col < len(row) else ""
         tags = _clean_tags(row[tags_col].split(";")) if tags_col < len(row) else []
         if not rel or rel.startswith("/") or ".." in rel.split("/") or rel[1:2] == ":":
-            problems.append(f"{path}: line {line_number}: image path {rel!r} must be relative to the folder; row skipped")
+            problems.append(Problem(f"{path}: line {line_number}: image path {rel!r} must be relative to the folder; "
+                                    "row skipped", BAD_ROW))
             continue
         if rel in rows:
-            problems.append(f"{path}: line {line_number}: {rel} is listed twice; the later row is used")
+            problems.append(Problem(f"{path}: line {line_number}: {rel} is listed twice; the later row is used",
+                                    DUPLICATE_ROW))
         rows[rel] = tags
     return rows, problems
 
@@ -287,16 +421,20 @@ def _default_classes(all_tags: Iterable[list[str]], prefer_voc: bool) -> list[st
 def _build_samples(
     root: Path, layout: str, entries: Iterable[tuple[str, str, list[str]]], problems: list[str]
 ) -> list[Sample]:
-    """Samples from (rel, stem, tags); a repeated stem is reported and skipped."""
+    """Samples from (rel, stem, tags); a repeated stem is reported and skipped, and so is a
+    ``masks/`` folder that matches none of them (native and subfolder layouts)."""
     finder = _MaskFinder(root, layout)
     samples: list[Sample] = []
     seen: dict[str, str] = {}
     for rel, stem, tags in entries:
         if stem in seen:
-            problems.append(f"{root / rel}: same stem {stem!r} as {seen[stem]}; rename one of them (skipped)")
+            problems.append(Problem(f"{root / rel}: same stem {stem!r} as {seen[stem]}; rename one of them (skipped)",
+                                    STEM_COLLISION))
             continue
         seen[stem] = rel
         samples.append(finder.sample(root, rel, stem, tags))
+    if layout != "voc":
+        problems.extend(finder.unmatched_masks(root, samples))
     return samples
 
 
@@ -309,7 +447,7 @@ def _rows_for_images(
         if rel in images:
             kept[rel] = tags
         else:
-            problems.append(f"{tags_path}: row for {rel}: image not found (skipped)")
+            problems.append(Problem(f"{tags_path}: row for {rel}: image not found (skipped)", MISSING_FILE))
     return kept
 
 
@@ -328,9 +466,11 @@ def _open_native(root: Path) -> LabelledFolder:
         _check_known(rows, class_names, tags_path, classes_path)
     else:
         class_names = _default_classes(rows.values(), prefer_voc=False)
-    samples = _build_samples(root, "native", ((rel, stem_for(rel), tags) for rel, tags in rows.items()), problems)
+    stems, collisions = assign_stems(images)
+    problems.extend(_collision_problems(root, collisions))
+    samples = _build_samples(root, "native", ((rel, stems[rel], tags) for rel, tags in rows.items()), problems)
     untagged = [rel for rel in images if rel not in rows]
-    return LabelledFolder(root, "native", class_names, samples, problems, untagged)
+    return LabelledFolder(root, "native", class_names, samples, problems, untagged, stems=stems)
 
 
 def _class_subfolders(root: Path) -> dict[str, list[str]]:
@@ -356,11 +496,12 @@ def _open_subfolders(root: Path, subfolders: dict[str, list[str]]) -> LabelledFo
             )
     else:
         class_names = sorted(subfolders)
-    entries = (
-        (f"{name}/{image}", stem_for(f"{name}/{image}"), [name]) for name, images in subfolders.items() for image in images
-    )
+    rels = [f"{name}/{image}" for name, images in subfolders.items() for image in images]
+    stems, collisions = assign_stems(rels)
+    problems.extend(_collision_problems(root, collisions))
+    entries = ((rel, stems[rel], [rel.partition("/")[0]]) for rel in rels)
     samples = _build_samples(root, "subfolders", entries, problems)
-    return LabelledFolder(root, "subfolders", class_names, samples, problems)
+    return LabelledFolder(root, "subfolders", class_names, samples, problems, stems=stems)
 
 
 def _voc_ids(root: Path, split: str) -> list[str]:
@@ -402,14 +543,14 @@ def _open_voc(root: Path, split: str | None) -> LabelledFolder:
         for image_id in xml_ids if split is None else _voc_ids(root, split):
             xml_path = annotations / f"{image_id}.xml"
             if image_id not in images:
-                problems.append(f"{root / 'JPEGImages' / image_id}.jpg: image not found (skipped)")
+                problems.append(Problem(f"{root / 'JPEGImages' / image_id}.jpg: image not found (skipped)", MISSING_FILE))
             elif not xml_path.is_file():
-                problems.append(f"{xml_path}: no annotation for this image (skipped)")
+                problems.append(Problem(f"{xml_path}: no annotation for this image (skipped)", MISSING_FILE))
             else:
                 try:
                     rows[image_id] = _voc_object_names(xml_path)
                 except ImageLoadError as exc:
-                    problems.append(f"{exc} (skipped)")
+                    problems.append(Problem(f"{exc} (skipped)", UNREADABLE_ANNOTATION))
         tags_source = annotations
     if split is not None and tags_path.is_file():
         wanted = set(_voc_ids(root, split))
@@ -420,14 +561,14 @@ def _open_voc(root: Path, split: str | None) -> LabelledFolder:
     else:
         class_names = _default_classes(rows.values(), prefer_voc=True)
         if class_names != list(VOC_CLASSES) and class_names:
-            problems.append(
+            problems.append(Problem(
                 f"{tags_source}: the class names are not the 20 VOC classes; using them sorted "
-                f"(write {CLASSES_FILE} to choose the order that SegmentationClass indices follow)"
-            )
+                f"(write {CLASSES_FILE} to choose the order that SegmentationClass indices follow)", CLASS_ORDER))
     entries = ((f"JPEGImages/{images[i]}", i, tags) for i, tags in rows.items())
     samples = _build_samples(root, "voc", entries, problems)
     untagged = sorted(f"JPEGImages/{name}" for image_id, name in images.items() if image_id not in rows) if split is None else []
-    return LabelledFolder(root, "voc", class_names, samples, problems, untagged, split)
+    stems = {f"JPEGImages/{name}": image_id for image_id, name in images.items()}
+    return LabelledFolder(root, "voc", class_names, samples, problems, untagged, split, stems)
 
 
 def detect_layout(root: str | Path) -> str:
@@ -474,7 +615,7 @@ def validate_images(folder: LabelledFolder, on_progress: Callable[[int, int], No
         try:
             check_image(sample.image_path)
         except ImageLoadError as exc:
-            found.append(str(exc))
+            found.append(Problem(str(exc), UNREADABLE_IMAGE))
         else:
             readable.append(sample)
             for attribute in ("gt_mask", "verified_mask"):
@@ -483,7 +624,7 @@ def validate_images(folder: LabelledFolder, on_progress: Callable[[int, int], No
                     try:
                         load_mask(mask_path)
                     except ImageLoadError as exc:
-                        found.append(f"{exc} (mask ignored)")
+                        found.append(Problem(f"{exc} (mask ignored)", UNREADABLE_MASK))
                         setattr(sample, attribute, None)
         if on_progress is not None:
             on_progress(done, total)
