@@ -17,6 +17,7 @@ from oste_core.export import (
     ExportExistsError,
     ExportTargetError,
     colorize,
+    export_folder,
     export_masks,
     save_heatmap_png,
     save_palette_png,
@@ -100,7 +101,7 @@ def test_labelme_nested_regions_are_exact() -> None:
     cv2.rectangle(mask, (17, 17), (23, 23), 2, -1)  # ... around a square of class 2 ...
     mask[19:22, 19:22] = 255  # ... around an unsure patch
     mask[0:2, 0:1] = 2  # a 2-pixel region: below min_area, dropped
-    shapes = mask_to_shapes(mask, ["ring", "square"])
+    shapes = mask_to_shapes(mask, ["ring", "square"], epsilon=0)  # every traced vertex: exact
     assert [s["label"] for s in shapes] == ["ring", "_background_", "square", "_background_", "__ignore__"]
     document = {"imageHeight": 40, "imageWidth": 40, "shapes": shapes}
     redrawn = np.zeros_like(mask)
@@ -117,6 +118,7 @@ def test_cvat_zip(demo: LabelledFolder, tmp_path: Path) -> None:
     summary = export_masks(items, tmp_path / "out", demo.class_names, formats=("cvat",))
     zip_path = tmp_path / "out" / "cvat_segmentation_mask_1.1.zip"
     assert summary.written == [zip_path]
+    assert len(summary.notes) == 1 and "'unsure'" in summary.notes[0] and "note: CVAT" in str(summary)
     with zipfile.ZipFile(zip_path) as archive:
         stems = [s.stem for s, _ in items]
         expected = {"labelmap.txt", "ImageSets/Segmentation/default.txt"}
@@ -124,16 +126,21 @@ def test_cvat_zip(demo: LabelledFolder, tmp_path: Path) -> None:
         assert set(archive.namelist()) == expected
         lines = archive.read("labelmap.txt").decode().splitlines()
         assert lines[0] == "# label:color_rgb:parts:actions" and lines[1] == "background:0,0,0::"
-        assert lines[2] == f"{demo.class_names[0]}:128,0,0::" and len(lines) == 2 + len(demo.class_names)
-        colour_to_index = {tuple(int(c) for c in line.split(":")[1].split(",")): i for i, line in enumerate(lines[1:])}
+        assert lines[2] == f"{demo.class_names[0]}:128,0,0::" and len(lines) == 2 + len(demo.class_names) + 1
+        assert lines[-1] == "unsure:224,224,192::"  # unsure is a label of its own, in the VOC void colour
+        labels = [line.split(":")[0] for line in lines[1:]]
+        colour_to_label = {tuple(int(c) for c in line.split(":")[1].split(",")): line.split(":")[0] for line in lines[1:]}
+        assert len(colour_to_label) == len(labels)  # one distinct colour per label
+        names = ["background", *demo.class_names]
         assert archive.read("ImageSets/Segmentation/default.txt").decode().split() == stems
         for sample, mask in items:
             rgb = np.array(Image.open(io.BytesIO(archive.read(f"SegmentationClass/{sample.stem}.png"))).convert("RGB"))
-            decoded = np.vectorize(lambda r, g, b: colour_to_index[(r, g, b)])(rgb[..., 0], rgb[..., 1], rgb[..., 2])
-            assert np.array_equal(decoded, np.where(mask == 255, 0, mask))  # no void label in CVAT
+            decoded = np.vectorize(lambda r, g, b: colour_to_label[(r, g, b)])(rgb[..., 0], rgb[..., 1], rgb[..., 2])
+            expected = np.where(mask == 255, "unsure", np.array(names + [""] * (255 - len(names)) + ["unsure"])[mask])
+            assert np.array_equal(decoded, expected)
             objects = np.array(Image.open(io.BytesIO(archive.read(f"SegmentationObject/{sample.stem}.png"))).convert("RGB"))
             regions = sum(cv2.connectedComponents((mask == k).astype(np.uint8), connectivity=8)[0] - 1
-                          for k in np.unique(mask) if k not in (0, 255))
+                          for k in np.unique(mask) if k != 0)
             colours = {tuple(c) for c in objects.reshape(-1, 3)} - {(0, 0, 0)}
             assert len(colours) == regions
 
@@ -145,7 +152,7 @@ def test_existing_export_is_never_overwritten_silently(demo: LabelledFolder, tmp
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with pytest.raises(ExportExistsError) as caught:
         export_masks(items, out, demo.class_names, formats=FORMATS)
-    assert len(caught.value.existing) == 3 + 2 + 3 + 1 and "already exist" in str(caught.value)
+    assert len(caught.value.existing) == 3 + 2 + 3 + 1 + 1 and "already exist" in str(caught.value)
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # nothing written, not even the three new images
     summary = export_masks(items, out, demo.class_names, formats=FORMATS, overwrite=True)
@@ -204,3 +211,67 @@ def test_heatmap_png(tmp_path: Path) -> None:
     image = np.full((16, 32, 3), 255, np.uint8)
     blended = np.array(Image.open(save_heatmap_png(tmp_path / "blend.png", cam, image, alpha=0.5)).convert("RGB"))
     assert blended.shape == (16, 32, 3) and blended.min() >= 100  # half white everywhere
+
+
+def test_cvat_without_unsure_pixels_has_no_unsure_label(demo: LabelledFolder, tmp_path: Path) -> None:
+    items = [(sample, load_mask(sample.gt_mask)) for sample in demo.samples]
+    summary = export_masks(items, tmp_path / "out", demo.class_names, formats=("cvat",))
+    with zipfile.ZipFile(tmp_path / "out" / "cvat_segmentation_mask_1.1.zip") as archive:
+        assert "unsure" not in archive.read("labelmap.txt").decode()
+    assert summary.notes == []
+
+
+def write_rgb(path: Path, width: int, height: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), (90, 120, 30)).save(path)
+    return path
+
+
+def test_labelme_polygons_are_traced_small_and_simplified(tmp_path: Path) -> None:
+    """An ellipse predicted at 1024x768 for a 2000x1500 image: few vertices, same pixels once redrawn."""
+    image = write_rgb(tmp_path / "big.png", 2000, 1500)
+    small = np.zeros((768, 1024), np.uint8)
+    cv2.ellipse(small, (512, 384), (160, 95), 20, 0, 360, 1, -1)
+    cv2.ellipse(small, (512, 384), (60, 30), 20, 0, 360, 0, -1)  # a hole ...
+    cv2.circle(small, (850, 150), 40, 2, -1)  # ... and a second class
+    small[600:640, 100:180] = 255
+    summary = export_masks([(Sample(image, "big.png", "big", ["a", "b"]), small)], tmp_path / "out", ["a", "b"],
+                           formats=("labelme", "voc"))
+    assert summary.counts == {"labelme": 1, "voc": 1}
+    enlarged = cv2.resize(small, (2000, 1500), interpolation=cv2.INTER_NEAREST)
+    json_path = tmp_path / "out" / "labelme" / "big.json"
+    document = json.loads(json_path.read_text(encoding="utf-8"))
+    assert (document["imageHeight"], document["imageWidth"]) == (1500, 2000)
+    assert [s["label"] for s in document["shapes"]] == ["a", "_background_", "b", "__ignore__"]
+    redrawn = labelme_to_mask(json_path, ["a", "b"])
+    assert (redrawn == enlarged).mean() >= 0.98
+    for value in (1, 2, 255):
+        inter, union = ((redrawn == value) & (enlarged == value)).sum(), ((redrawn == value) | (enlarged == value)).sum()
+        assert inter / union >= 0.97, value
+    ellipse = (enlarged == 1).astype(np.uint8)  # the old trace: on the blocky enlarged mask, unsimplified
+    old = sum(len(c) for c in cv2.findContours(ellipse, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)[0])
+    new = sum(len(s["points"]) for s in document["shapes"][:2])
+    assert new * 10 <= old, (new, old)
+    labels = (tmp_path / "out" / "labelme" / "labels.txt").read_text(encoding="utf-8").splitlines()
+    assert labels == ["__ignore__", "_background_", "a", "b"]
+
+
+def test_verified_masks_export_at_full_resolution(tmp_path: Path) -> None:
+    """A verified mask of a 2000x1500 image keeps every pixel of a small region (never shrunk)."""
+    root = tmp_path / "project"
+    write_rgb(root / "images" / "big.png", 2000, 1500)
+    write_rgb(root / "images" / "other.png", 40, 30)
+    (root / "tags.csv").write_text("image,tags\nimages/big.png,a\nimages/other.png,a\n", encoding="utf-8")
+    verified = np.zeros((1500, 2000), np.uint8)
+    cv2.circle(verified, (1500, 300), 25, 1, -1)  # a small region
+    save_palette_png(root / "verified" / "big.png", verified)
+    folder = open_folder(root)
+    summary = export_folder(folder, tmp_path / "out", formats=("voc", "labelme", "cvat"), what="verified")
+    assert summary.counts == {"voc": 1, "labelme": 1, "cvat": 1} and summary.skipped == []  # only verified images
+    exported = load_mask(tmp_path / "out" / "voc" / "SegmentationClass" / "big.png")
+    assert exported.shape == (1500, 2000) and int((exported == 1).sum()) == int((verified == 1).sum())
+    assert np.array_equal(exported, verified)
+    with pytest.raises(ValueError, match="needs a trained run"):
+        export_folder(folder, tmp_path / "out2", what="suggestion")
+    with pytest.raises(ExportTargetError):
+        export_folder(folder, root / "verified" / "x", what="verified")

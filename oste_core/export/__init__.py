@@ -1,14 +1,21 @@
 """Mask export: PASCAL VOC palette PNGs, labelme JSON, CVAT "Segmentation mask 1.1" zip, and
 CAM heatmap PNGs.
 
-`export_masks` writes, under ``out_dir``, ``voc/`` (see `oste_core.export.voc`), ``labelme/``
+`export_folder` is the export of a labelled folder that both ``oste export`` and the GUI use: per
+image the user's verified mask (it always wins unless ``prefer_verified=False``) or one of the
+run's predictions (``what``: "suggestion", the full mask, by default; "pseudo", the FBE
+pseudo-label with 255 = unsure; "seg", the segmentation branch), or only the verified masks
+("verified"). Predictions are made one image at a time and written at once, so a large folder
+never sits in memory. `export_masks` writes given (sample, mask) pairs the same way.
+
+Both write, under ``out_dir``, ``voc/`` (see `oste_core.export.voc`), ``labelme/``
 (`oste_core.export.labelme`) and ``cvat_segmentation_mask_1.1.zip`` (`oste_core.export.cvat`).
-Masks are exported at each image's own size (after EXIF rotation): a mask predicted on a
-downscaled image is enlarged with nearest neighbour. Before anything is written, every target
-path is checked: existing files raise `ExportExistsError` unless ``overwrite=True``, and a
-target inside a project's ``verified/`` folder (the user's verified masks) raises
-`ExportTargetError`. The items are read into a list first for that check; to stream
-predictions over a very large folder, call `check_export_targets` on the samples first.
+Masks are exported at each image's own size (after EXIF rotation): a verified mask is read at its
+own, full resolution, and a mask predicted on a downscaled image is enlarged with nearest
+neighbour (labelme polygons are traced before that and scaled). Before anything is written or
+predicted, every target path is checked: existing files raise `ExportExistsError` unless
+``overwrite=True``, and a target inside a project's ``verified/`` folder (the user's verified
+masks) raises `ExportTargetError`.
 """
 from __future__ import annotations
 
@@ -16,23 +23,28 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from oste_core.data.image_io import ImageLoadError, image_size
-from oste_core.export.cvat import cvat_zip, cvat_zip_path
-from oste_core.export.labelme import labelme_path, write_labelme_json
+from oste_core.data.image_io import ImageLoadError, image_size, load_mask
+from oste_core.export.cvat import UNSURE_LABEL, cvat_zip, cvat_zip_path
+from oste_core.export.labelme import labelme_path, labels_path, write_labelme_json, write_labels_txt
 from oste_core.export.palette import VOC_PALETTE, colorize, save_palette_png
 from oste_core.export.voc import voc_list_paths, voc_mask_path, write_voc_lists, write_voc_mask
 from oste_core.utils.io import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from oste_core.data.folder import Sample
+    from oste_core.data.folder import LabelledFolder, Sample
 
 FORMATS = ("voc", "labelme", "cvat")
 VERIFIED_DIR = "verified"
+# what an export writes where no verified mask wins -> the `Prediction` field it takes
+PREDICTION_FIELDS = {"suggestion": "suggestion", "pseudo": "pseudo_label", "seg": "seg"}
+SOURCES = (*PREDICTION_FIELDS, "verified")
+CVAT_UNSURE_NOTE = (f"CVAT: unsure pixels (255) are the label '{UNSURE_LABEL}' (colour 224,224,192), "
+                    f"not background; add a label '{UNSURE_LABEL}' to the CVAT task before importing")
 
 __all__ = [
     "FORMATS",
@@ -40,8 +52,11 @@ __all__ = [
     "ExportExistsError",
     "ExportSummary",
     "ExportTargetError",
+    "PREDICTION_FIELDS",
+    "SOURCES",
     "check_export_targets",
     "colorize",
+    "export_folder",
     "export_masks",
     "export_targets",
     "save_heatmap_png",
@@ -70,12 +85,14 @@ class ExportSummary:
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "path: reason" of images not exported
     problems: list[str] = field(default_factory=list)  # exported, but something looked wrong
+    notes: list[str] = field(default_factory=list)  # what the user should know about the files
+    cvat_unsure: int = 0  # images whose CVAT masks have the label "unsure"
 
     def __str__(self) -> str:
         counts = ", ".join(f"{fmt} {count}" for fmt, count in self.counts.items())
         lines = [f"exported to {self.out_dir}: {counts} image(s); {len(self.skipped)} skipped"]
         lines += [f"  skipped: {line}" for line in self.skipped] + [f"  problem: {line}" for line in self.problems]
-        return "\n".join(lines)
+        return "\n".join(lines + [f"  note: {line}" for line in self.notes])
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -93,7 +110,7 @@ def export_targets(samples: Sequence["Sample"], out_dir: str | Path, formats: Se
         if fmt == "voc":
             targets += [voc_mask_path(out_dir, s.stem) for s in samples] + voc_list_paths(out_dir)
         elif fmt == "labelme":
-            targets += [labelme_path(out_dir, s.stem) for s in samples]
+            targets += [labelme_path(out_dir, s.stem) for s in samples] + [labels_path(out_dir)]
         else:
             targets.append(cvat_zip_path(out_dir))
     return targets
@@ -150,6 +167,80 @@ def _fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
+def _write_one(
+    sample: "Sample",
+    mask: np.ndarray,
+    out_dir: Path,
+    class_names: Sequence[str],
+    formats: tuple[str, ...],
+    image_root: str | Path | None,
+    summary: ExportSummary,
+    add_to_cvat: Callable[[str, np.ndarray], bool] | None,
+) -> bool:
+    """Write one mask in every format at the image's size; False (and listed as skipped) when it cannot be."""
+    image_path = sample.image_path
+    if not image_path.is_absolute() and image_root is not None:
+        image_path = Path(image_root) / image_path
+    try:
+        mask = _check_mask(mask, len(class_names))
+        shape = image_size(image_path)
+    except ImageLoadError as exc:
+        summary.skipped.append(f"{exc} (not exported)")
+        return False
+    except ValueError as exc:
+        summary.skipped.append(f"{image_path}: {exc} (not exported)")
+        return False
+    expected = _downscaled_shape(shape, max(mask.shape))
+    if abs(expected[0] - mask.shape[0]) > 1 or abs(expected[1] - mask.shape[1]) > 1:
+        summary.problems.append(f"{image_path}: the mask ({mask.shape[0]}x{mask.shape[1]}) does not "
+                                f"have the image's proportions ({shape[0]}x{shape[1]}); stretched to fit")
+    if "labelme" in formats:  # traced at the mask's own resolution, scaled to the image
+        summary.written.append(write_labelme_json(
+            labelme_path(out_dir, sample.stem), mask, class_names, sample.tags, image_path, shape))
+    mask = _fit_mask(mask, shape)
+    if "voc" in formats:
+        summary.written.append(write_voc_mask(out_dir, sample.stem, mask))
+    if add_to_cvat is not None:
+        summary.cvat_unsure += add_to_cvat(sample.stem, mask)
+    for fmt in formats:
+        summary.counts[fmt] += 1
+    return True
+
+
+def _write(
+    items: Iterable[tuple["Sample", np.ndarray | None]],
+    total: int,
+    out_dir: Path,
+    class_names: Sequence[str],
+    formats: tuple[str, ...],
+    on_progress: Callable[[int, int], None] | None,
+    image_root: str | Path | None,
+    summary: ExportSummary,
+) -> ExportSummary:
+    """Write each (sample, mask) as it comes in every format, then the per-export lists.
+
+    A mask of None stands for an image already skipped (and listed in ``summary.skipped``).
+    """
+    exported: list[str] = []
+    with ExitStack() as stack:
+        add_to_cvat = stack.enter_context(cvat_zip(cvat_zip_path(out_dir), class_names)) if "cvat" in formats else None
+        for done, (sample, mask) in enumerate(items, start=1):
+            if mask is not None and _write_one(sample, mask, out_dir, class_names, formats, image_root, summary,
+                                               add_to_cvat):
+                exported.append(sample.stem)
+            if on_progress is not None:
+                on_progress(done, total)
+    if "voc" in formats:
+        summary.written += write_voc_lists(out_dir, class_names, exported)
+    if "labelme" in formats:
+        summary.written.append(write_labels_txt(out_dir, class_names))
+    if "cvat" in formats:
+        summary.written.append(cvat_zip_path(out_dir))
+        if summary.cvat_unsure:
+            summary.notes.append(f"{CVAT_UNSURE_NOTE} ({summary.cvat_unsure} image(s) have unsure pixels)")
+    return summary
+
+
 def export_masks(
     items: Iterable[tuple["Sample", np.ndarray]],
     out_dir: str | Path,
@@ -163,49 +254,71 @@ def export_masks(
 
     ``image_root`` resolves samples whose ``image_path`` is relative. Images that cannot be read
     (their size is needed) or masks with bad values are skipped and reported in the summary.
+    The items are read into a list first (the targets are checked before anything is written).
     """
     formats = _check_formats(formats)
     out_dir = Path(out_dir)
     items = list(items)
     check_export_targets([sample for sample, _ in items], out_dir, formats, overwrite)
     summary = ExportSummary(out_dir, {fmt: 0 for fmt in formats})
-    exported: list[str] = []
-    with ExitStack() as stack:
-        add_to_cvat = stack.enter_context(cvat_zip(cvat_zip_path(out_dir), class_names)) if "cvat" in formats else None
-        for done, (sample, mask) in enumerate(items, start=1):
-            image_path = sample.image_path
-            if not image_path.is_absolute() and image_root is not None:
-                image_path = Path(image_root) / image_path
+    return _write(items, len(items), out_dir, class_names, formats, on_progress, image_root, summary)
+
+
+def verified_file(folder: "LabelledFolder", sample: "Sample") -> Path | None:
+    """The sample's verified mask on disk now: under its stem, else the (older) file it was opened with."""
+    path = folder.verified_path(sample)
+    if path.is_file():
+        return path
+    return sample.verified_mask if sample.verified_mask is not None and sample.verified_mask.is_file() else None
+
+
+def export_folder(
+    folder: "LabelledFolder",
+    out_dir: str | Path,
+    formats: Sequence[str] = ("voc",),
+    what: str = "suggestion",
+    predictor: Any = None,
+    prefer_verified: bool = True,
+    overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_prediction: Callable[["Sample", Any], None] | None = None,
+) -> ExportSummary:
+    """Export every sample of ``folder`` (see the module docstring for ``what``).
+
+    ``predictor`` (an `oste_core.engine.predictor.Predictor` of the folder's classes) is needed
+    unless ``what == "verified"``, which exports only the images that have a verified mask.
+    A verified mask is exported at its own resolution; with ``prefer_verified`` it replaces the
+    prediction. ``on_prediction(sample, prediction)`` sees each prediction made (e.g. to write
+    CAMs). Unreadable images or masks are skipped and listed in the summary.
+    """
+    if what not in SOURCES:
+        raise ValueError(f"unknown mask source {what!r}; choose from {', '.join(SOURCES)}")
+    if what != "verified" and predictor is None:
+        raise ValueError(f"exporting {what} masks needs a trained run; without one, export the verified masks only")
+    formats = _check_formats(formats)
+    out_dir = Path(out_dir)
+    verified = {id(s): verified_file(folder, s) for s in folder.samples}
+    samples = [s for s in folder.samples if what != "verified" or verified[id(s)] is not None]
+    check_export_targets(samples, out_dir, formats, overwrite)
+    summary = ExportSummary(out_dir, {fmt: 0 for fmt in formats})
+
+    def masks() -> Iterator[tuple["Sample", np.ndarray | None]]:
+        for sample in samples:
+            path = verified[id(sample)]
             try:
-                mask = _check_mask(mask, len(class_names))
-                shape = image_size(image_path)
+                if path is not None and (what == "verified" or prefer_verified):
+                    mask = load_mask(path)
+                else:
+                    prediction = predictor.predict_sample(folder, sample)
+                    if on_prediction is not None:
+                        on_prediction(sample, prediction)
+                    mask = getattr(prediction, PREDICTION_FIELDS[what])
             except ImageLoadError as exc:
                 summary.skipped.append(f"{exc} (not exported)")
-            except ValueError as exc:
-                summary.skipped.append(f"{image_path}: {exc} (not exported)")
-            else:
-                expected = _downscaled_shape(shape, max(mask.shape))
-                if abs(expected[0] - mask.shape[0]) > 1 or abs(expected[1] - mask.shape[1]) > 1:
-                    summary.problems.append(f"{image_path}: the mask ({mask.shape[0]}x{mask.shape[1]}) does not "
-                                            f"have the image's proportions ({shape[0]}x{shape[1]}); stretched to fit")
-                mask = _fit_mask(mask, shape)
-                if "voc" in formats:
-                    summary.written.append(write_voc_mask(out_dir, sample.stem, mask))
-                if "labelme" in formats:
-                    summary.written.append(write_labelme_json(
-                        labelme_path(out_dir, sample.stem), mask, class_names, sample.tags, image_path))
-                if add_to_cvat is not None:
-                    add_to_cvat(sample.stem, mask)
-                exported.append(sample.stem)
-                for fmt in formats:
-                    summary.counts[fmt] += 1
-            if on_progress is not None:
-                on_progress(done, len(items))
-    if "voc" in formats:
-        summary.written += write_voc_lists(out_dir, class_names, exported)
-    if "cvat" in formats:
-        summary.written.append(cvat_zip_path(out_dir))
-    return summary
+                mask = None
+            yield sample, mask
+
+    return _write(masks(), len(samples), out_dir, folder.class_names, formats, on_progress, None, summary)
 
 
 def save_heatmap_png(path: str | Path, cam: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.5) -> Path:
