@@ -1,7 +1,7 @@
 """The central canvas: image + one overlay layer + the editable mask, zoom/pan and the edit tools.
 
 Zoom with the mouse wheel (around the cursor), `fit` / `actual_size`; pan with the middle button,
-space + left drag, or the pan tool. Edits go straight to the `MaskDocument` (Qt-free logic in
+space + left drag, or the pan tool. The similar-colour fill reads the image's own pixels. Edits go straight to the `MaskDocument` (Qt-free logic in
 `oste_core.editing`); the canvas only converts mouse positions to image pixels and redraws.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPai
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.style import label_rgba, rgb_image, rgba_image
-from oste_core.editing import MaskDocument
+from oste_core.editing import DEFAULT_TOLERANCE, MaskDocument
 
 BACKDROP = QColor(48, 48, 52)
 MIN_SCALE, MAX_SCALE = 0.02, 40.0
@@ -26,6 +26,7 @@ class Tool(str, Enum):
     BRUSH = "brush"
     ERASER = "eraser"
     FILL = "fill"
+    COLOR_FILL = "color_fill"
     POLYGON = "polygon"
 
 
@@ -43,6 +44,7 @@ class Canvas(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(240, 180)
         self._image: QImage | None = None
+        self._rgb: np.ndarray | None = None  # the image's pixels, for the similar-colour fill
         self._overlay: QImage | None = None
         self._mask_rgba: np.ndarray | None = None
         self._mask_image: QImage | None = None
@@ -56,6 +58,7 @@ class Canvas(QWidget):
         self._tool = Tool.BRUSH
         self._radius = 6
         self._value = 1
+        self._tolerance = DEFAULT_TOLERANCE
         self._space_down = False
         self._pan_from: QPointF | None = None
         self._stroke_last: QPointF | None = None
@@ -66,6 +69,7 @@ class Canvas(QWidget):
     def set_image(self, rgb: np.ndarray | None) -> None:
         """Show a new (H, W, 3) image (None: show the message instead) and fit it to the view."""
         self._image = rgb_image(rgb) if rgb is not None else None
+        self._rgb = rgb
         self._overlay = None
         self._polygon.clear()
         self.fit()
@@ -150,6 +154,10 @@ class Canvas(QWidget):
 
     def paint_value(self) -> int:
         return self._value
+
+    def set_tolerance(self, tolerance: int) -> None:
+        """Per-channel colour distance of the similar-colour fill (0..255)."""
+        self._tolerance = int(tolerance)
 
     def cancel_polygon(self) -> None:
         self._polygon.clear()
@@ -262,6 +270,10 @@ class Canvas(QWidget):
             self._paint_segment(point, point)
         elif self._tool is Tool.FILL:
             changed = self._document.flood_fill(int(np.floor(point.x())), int(np.floor(point.y())), self._value)
+            self._after_edit(changed)
+        elif self._tool is Tool.COLOR_FILL:
+            changed = self._document.color_fill(self._rgb, int(np.floor(point.x())), int(np.floor(point.y())),
+                                                self._value, self._tolerance)
             self._after_edit(changed)
         elif self._tool is Tool.POLYGON:
             if len(self._polygon) >= 3 and self._near_first_vertex(pos):

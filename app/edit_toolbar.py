@@ -1,5 +1,6 @@
-"""The editing toolbar: tools (pan, brush, eraser, fill, polygon), brush size, class, unsure,
-undo/redo, accept pseudo-label and save. Shortcuts follow labelme habits."""
+"""The editing toolbar: tools (pan, brush, eraser, fill, similar-colour fill, polygon), brush size,
+colour tolerance, class, unsure, undo/redo, accept suggestion / pseudo-label and save.
+Shortcuts follow labelme habits (A / D stay free for previous / next image)."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -8,13 +9,14 @@ from PySide6.QtWidgets import QComboBox, QLabel, QSpinBox, QToolBar, QWidget
 
 from app.canvas import Tool
 from app.style import class_color, icon, swatch_icon
-from oste_core.editing import UNSURE
+from oste_core.editing import DEFAULT_TOLERANCE, UNSURE
 
 TOOLS: list[tuple[Tool, str, str, str]] = [
     (Tool.PAN, "Pan", "fa5s.hand-paper", "H"),
     (Tool.BRUSH, "Brush", "fa5s.paint-brush", "B"),
     (Tool.ERASER, "Eraser (paints background)", "fa5s.eraser", "E"),
-    (Tool.FILL, "Flood fill", "fa5s.fill-drip", "F"),
+    (Tool.FILL, "Flood fill (a region of the mask)", "fa5s.fill-drip", "F"),
+    (Tool.COLOR_FILL, "Similar-colour fill (the image region around the click)", "mdi6.magic-staff", "W"),
     (Tool.POLYGON, "Polygon fill (click vertices; Enter or double-click closes)", "fa5s.draw-polygon", "P"),
 ]
 
@@ -25,9 +27,11 @@ class EditToolbar(QToolBar):
     toolChanged = Signal(str)
     radiusChanged = Signal(int)
     paintValueChanged = Signal(int)
+    toleranceChanged = Signal(int)
     undoRequested = Signal()
     redoRequested = Signal()
     acceptPseudoRequested = Signal()
+    acceptSuggestionRequested = Signal()
     saveRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -45,7 +49,7 @@ class EditToolbar(QToolBar):
             self._tool_actions[tool] = action
             self.addAction(action)
         self._tool_actions[Tool.BRUSH].setChecked(True)
-        self._tool_group.triggered.connect(lambda a: self.toolChanged.emit(a.data()))
+        self._tool_group.triggered.connect(self._on_tool)
 
         self.addSeparator()
         self.addWidget(QLabel(" Size "))
@@ -56,13 +60,20 @@ class EditToolbar(QToolBar):
         self._radius.setToolTip("Brush / eraser radius in image pixels")
         self._radius.valueChanged.connect(self.radiusChanged)
         self.addWidget(self._radius)
+        self._tolerance = QSpinBox()
+        self._tolerance.setRange(0, 255)
+        self._tolerance.setValue(DEFAULT_TOLERANCE)
+        self._tolerance.setPrefix("± ")
+        self._tolerance.setToolTip("Similar-colour fill: how far (per RGB channel) a colour may be from the clicked one")
+        self._tolerance.valueChanged.connect(self.toleranceChanged)
+        self._tolerance_actions = [self.addWidget(QLabel(" Tolerance ")), self.addWidget(self._tolerance)]
         self.addWidget(QLabel(" Class "))
         self._classes = QComboBox()
         self._classes.setMinimumContentsLength(10)
         self._classes.setToolTip("The class the brush, fill and polygon paint (the image's tags plus background)")
         self._classes.currentIndexChanged.connect(lambda _i: self.paintValueChanged.emit(self.paint_value()))
         self.addWidget(self._classes)
-        self._unsure = QAction(icon("fa5s.question"), "Mark unsure (255)", self)
+        self._unsure = QAction(icon("mdi6.texture-box"), "Mark unsure (255)", self)
         self._unsure.setCheckable(True)
         self._unsure.setShortcut(QKeySequence("U"))
         self._unsure.setToolTip("Paint 'unsure' (255, ignored in training) instead of the class (U)")
@@ -73,12 +84,20 @@ class EditToolbar(QToolBar):
         self.undo_action = self._button("fa5s.undo", "Undo", QKeySequence.StandardKey.Undo, self.undoRequested)
         self.redo_action = self._button("fa5s.redo", "Redo", QKeySequence("Ctrl+Shift+Z"), self.redoRequested)
         self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        self.accept_action = self._button("fa5s.magic", "Accept pseudo-label", QKeySequence("Ctrl+Shift+A"),
-                                          self.acceptPseudoRequested)
+        self.accept_suggestion_action = self._button("fa5s.check-double", "Accept suggestion", QKeySequence("S"),
+                                                     self.acceptSuggestionRequested)
+        self.accept_action = self._button("fa5s.file-import", "Accept pseudo-label (unsure pixels stay unsure)",
+                                          QKeySequence("Ctrl+Shift+A"), self.acceptPseudoRequested)
         self.save_action = self._button("fa5s.save", "Save verified mask", QKeySequence.StandardKey.Save,
                                         self.saveRequested)
         self.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
         self.set_history(False, False)
+        self._on_tool(self._tool_actions[Tool.BRUSH])
+
+    def _on_tool(self, action: QAction) -> None:
+        for widget_action in self._tolerance_actions:
+            widget_action.setVisible(action.data() == Tool.COLOR_FILL.value)
+        self.toolChanged.emit(action.data())
 
     def _button(self, icon_name: str, title: str, shortcut, signal) -> QAction:
         action = QAction(icon(icon_name), title, self)
@@ -98,6 +117,12 @@ class EditToolbar(QToolBar):
 
     def radius(self) -> int:
         return self._radius.value()
+
+    def tolerance(self) -> int:
+        return self._tolerance.value()
+
+    def set_tolerance(self, tolerance: int) -> None:
+        self._tolerance.setValue(tolerance)
 
     def set_radius(self, radius: int) -> None:
         self._radius.setValue(radius)

@@ -1,7 +1,9 @@
 """The image list: status icon per image, filters by tag and status, counts, and review order.
 
-Review order sorts by pseudo-label uncertainty (share of unsure pixels) so the worst images come
-first; the scores are computed in the background by the main window.
+Rows show file names (the relative path is the tooltip), elided in the middle so long names keep
+their distinctive end. Review order sorts by pseudo-label uncertainty (share of unsure pixels) so
+the worst images come first; the scores are computed in the background by the main window, with a
+progress bar and a Cancel button here.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class ImageList(QWidget):
 
     currentChanged = Signal(str)  # stem ("" when nothing is selected)
     uncertaintyRequested = Signal()
+    reviewCancelRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -57,6 +60,7 @@ class ImageList(QWidget):
 
         self.list = QListWidget()
         self.list.setUniformItemSizes(True)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.currentItemChanged.connect(self._on_current)
         self.counts = QLabel()
         self.counts.setWordWrap(True)
@@ -71,9 +75,12 @@ class ImageList(QWidget):
         self.name_button = QPushButton("Folder order")
         self.name_button.clicked.connect(lambda: self.set_sort_by_uncertainty(False))
         self.sort_progress = QProgressBar()
-        self.sort_progress.setMaximumHeight(12)
-        self.sort_progress.setTextVisible(False)
+        self.sort_progress.setFormat("scoring %v / %m")
         self.sort_progress.hide()
+        self.cancel_review_button = QPushButton(icon("fa5s.times"), "Cancel")
+        self.cancel_review_button.setToolTip("Stop scoring; the images scored so far keep their score")
+        self.cancel_review_button.clicked.connect(self.reviewCancelRequested)
+        self.cancel_review_button.hide()
 
         filters = QHBoxLayout()
         filters.addWidget(self.status_filter, 1)
@@ -87,7 +94,10 @@ class ImageList(QWidget):
         layout.addLayout(filters)
         layout.addWidget(self.list, 1)
         layout.addLayout(sort_row)
-        layout.addWidget(self.sort_progress)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.sort_progress, 1)
+        progress_row.addWidget(self.cancel_review_button)
+        layout.addLayout(progress_row)
         layout.addWidget(self.counts)
         self._update_counts()
 
@@ -135,7 +145,7 @@ class ImageList(QWidget):
 
     @staticmethod
     def _render(item: QListWidgetItem, entry: ListEntry) -> None:
-        text = entry.stem + (" *" if entry.unsaved else "") + ("" if entry.tagged else "  (untagged)")
+        text = entry.display_name + (" *" if entry.unsaved else "") + ("" if entry.tagged else "  (untagged)")
         if entry.uncertainty is not None:
             text += f"   {entry.uncertainty:.0%}"
         item.setText(text)
@@ -143,7 +153,7 @@ class ImageList(QWidget):
         tags = ", ".join(entry.tags) or "(none)"
         if not entry.tagged:
             tags = "none yet: tick classes to use this image for training"
-        tip = [f"{entry.stem}: {STATUS_LABELS[entry.status]}", f"tags: {tags}"]
+        tip = [f"{entry.rel or entry.stem}: {STATUS_LABELS[entry.status]}", f"tags: {tags}"]
         if entry.uncertainty is not None:
             tip.append(f"unsure pixels in the pseudo-label: {entry.uncertainty:.1%}")
         if entry.unsaved:
@@ -184,7 +194,7 @@ class ImageList(QWidget):
         status, tag = self.status_filter.currentData(), self.tag_filter.currentData()
         needle = self.search.text().strip().lower()
         return ((not status or entry.status == status) and (not tag or tag in entry.tags)
-                and (not needle or needle in entry.stem.lower()))
+                and (not needle or needle in (entry.rel or entry.stem).lower()))
 
     def _apply_filters(self) -> None:
         for stem, item in self._items.items():
@@ -204,6 +214,7 @@ class ImageList(QWidget):
         self.sort_progress.setRange(0, max(total, 1))
         self.sort_progress.setValue(done)
         self.sort_progress.setVisible(done < total)
+        self.cancel_review_button.setVisible(done < total)
         self.review_button.setEnabled(done >= total)
 
     def set_sort_by_uncertainty(self, enabled: bool) -> None:

@@ -1,4 +1,9 @@
-"""Layer controls: which layer is drawn over the image (keys 1-7), its class, colormap and opacity."""
+"""Layer controls: which layer is drawn over the image (keys 1-8), its class, colormap and opacity.
+
+The suggestion (a full mask: every pixel background or one of the image's tags) is the default
+layer, drawn with its per-pixel confidence as opacity, so an annotator sees what "Accept
+suggestion" would give before pressing it.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +26,7 @@ from oste_core.engine.predictor import Prediction
 
 LAYERS: list[tuple[str, str]] = [
     ("image", "Image only"),
+    ("suggestion", "Suggestion"),
     ("cam", "Original CAM"),
     ("merged_cam", "Merged CAM (LEM)"),
     ("enhanced_cam", "Enhanced CAM (MAF)"),
@@ -30,7 +36,10 @@ LAYERS: list[tuple[str, str]] = [
 ]
 LABEL_BACKGROUND_ALPHA = 150  # label layers darken the background so it is visible as such
 CAM_LAYERS = frozenset({"cam", "merged_cam", "enhanced_cam"})
-PREDICTION_LAYERS = CAM_LAYERS | {"pseudo_label", "seg"}
+LABEL_LAYERS = frozenset({"pseudo_label", "seg"})
+PREDICTION_LAYERS = CAM_LAYERS | LABEL_LAYERS | {"suggestion"}
+DEFAULT_LAYER = "suggestion"
+MIN_SUGGESTION_ALPHA = 0.35  # the least confident suggested pixels stay visible
 
 
 def layer_rgba(layer: str, shape: tuple[int, int], prediction: Prediction | None, cam_class: int,
@@ -38,15 +47,22 @@ def layer_rgba(layer: str, shape: tuple[int, int], prediction: Prediction | None
     """The overlay (H, W, 4) of ``layer`` at the image ``shape``; None when there is nothing to draw.
 
     CAM layers show class ``cam_class`` (1-based) as a heatmap; label layers use the palette with
-    a darkened background (the edited mask, drawn above, keeps its background transparent).
+    a darkened background (the edited mask, drawn above, keeps its background transparent); the
+    suggestion's opacity follows its confidence.
     """
     if layer in CAM_LAYERS and prediction is not None:
         cams = getattr(prediction, layer)
         if not 1 <= cam_class <= cams.shape[0]:
             return None
         return heatmap_rgba(resize_to(cams[cam_class - 1], shape, nearest=False), colormap)
-    if layer in ("pseudo_label", "seg") and prediction is not None:
+    if layer in LABEL_LAYERS and prediction is not None:
         return label_rgba(resize_to(getattr(prediction, layer), shape, nearest=True), LABEL_BACKGROUND_ALPHA)
+    if layer == "suggestion" and prediction is not None:
+        rgba = label_rgba(resize_to(prediction.suggestion, shape, nearest=True), LABEL_BACKGROUND_ALPHA)
+        confidence = resize_to(prediction.suggestion_confidence.astype(np.float32), shape, nearest=False)
+        weight = MIN_SUGGESTION_ALPHA + (1.0 - MIN_SUGGESTION_ALPHA) * np.clip(confidence, 0.0, 1.0)
+        rgba[..., 3] = (rgba[..., 3] * weight).astype(np.uint8)
+        return rgba
     if layer == "gt" and gt is not None:
         return label_rgba(gt, LABEL_BACKGROUND_ALPHA)
     return None
@@ -62,13 +78,13 @@ def layer_note(layer: str, prediction: Prediction | None, cam_class: int, class_
         if 1 <= cam_class <= cams.shape[0] and not cams[cam_class - 1].any():
             name = class_names[cam_class - 1] if cam_class <= len(class_names) else str(cam_class)
             return f"The {title} of '{name}' is zero everywhere: the model does not see this class here (yet)."
-    if layer in ("pseudo_label", "seg") and not getattr(prediction, layer).any():
+    if layer in LABEL_LAYERS | {"suggestion"} and not getattr(prediction, layer).any():
         return f"The {title.lower()} is background everywhere."
     return ""
 
 
 class LayersPanel(QWidget):
-    """Radio list of the 7 layers, CAM class and colormap, opacity, mask visibility, busy bar."""
+    """Radio list of the layers, CAM class and colormap, opacity, mask visibility, busy bar."""
 
     layerChanged = Signal(str)
     classChanged = Signal(int)  # 1-based class index shown by the CAM layers
@@ -88,7 +104,7 @@ class LayersPanel(QWidget):
             self._group.addButton(button, number)
             self._buttons[key] = button
             layout.addWidget(button)
-        self._buttons["image"].setChecked(True)
+        self._buttons[DEFAULT_LAYER].setChecked(True)
         self._group.idToggled.connect(self._on_toggled)
 
         form = QFormLayout()
@@ -135,7 +151,7 @@ class LayersPanel(QWidget):
         self._buttons[key].setChecked(True)
 
     def set_layer_number(self, number: int) -> None:
-        """Select layer 1..7 (the number keys)."""
+        """Select layer 1..8 (the number keys)."""
         if 1 <= number <= len(LAYERS) and self._buttons[LAYERS[number - 1][0]].isEnabled():
             self.set_layer(LAYERS[number - 1][0])
 
@@ -189,6 +205,9 @@ class LayersPanel(QWidget):
         self._busy.setVisible(busy)
         self._busy_label.setText(text)
         self._busy_label.setVisible(bool(text))
+
+    def mask_visible(self) -> bool:
+        return self._show_mask.isChecked()
 
     def is_busy(self) -> bool:
         return not self._busy.isHidden()

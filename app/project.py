@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QStandardPaths, Signal
 
-from oste_core.data import LabelledFolder, Sample, open_folder, stem_for, write_demo_data
+from oste_core.data import LabelledFolder, Sample, open_folder, write_demo_data
 from oste_core.editing import MaskDocument, open_document, verified_path
 from oste_core.engine.predictor import Prediction
 from oste_core.engine.trainer import CHECKPOINT, FINAL_MODEL
@@ -35,6 +35,12 @@ class ListEntry:
     uncertainty: float | None = None
     unsaved: bool = False
     message: str = ""  # the read error for status "error"
+    rel: str = ""  # path relative to the folder ('/' separators); "" when unknown
+
+    @property
+    def display_name(self) -> str:
+        """The file name the list shows (the stem when the path is unknown)."""
+        return self.rel.rpartition("/")[2] if self.rel else self.stem
 
 
 class Project(QObject):
@@ -75,14 +81,11 @@ class Project(QObject):
             folder.save_tags()
         self.folder = folder
         self._samples = {s.stem: s for s in folder.samples}
-        self._untagged = {self._untagged_stem(rel): rel for rel in folder.untagged}
+        self._untagged = {folder.stem_of(rel): rel for rel in folder.untagged}
         self._documents.clear()
         self.clear_predictions()
         self._errors.clear()
         self.opened.emit()
-
-    def _untagged_stem(self, rel: str) -> str:
-        return Path(rel).stem if self.folder.layout == "voc" else stem_for(rel)
 
     @property
     def class_names(self) -> list[str]:
@@ -100,6 +103,11 @@ class Project(QObject):
 
     def sample(self, stem: str) -> Sample | None:
         return self._samples.get(stem)
+
+    def rel(self, stem: str) -> str:
+        """The image's path relative to the folder ('/' separators)."""
+        sample = self.sample(stem)
+        return sample.rel if sample is not None else self._untagged[stem]
 
     def image_path(self, stem: str) -> Path:
         sample = self.sample(stem)
@@ -149,7 +157,8 @@ class Project(QObject):
     def entry(self, stem: str) -> ListEntry:
         doc = self._documents.get(stem)
         return ListEntry(stem, self.status(stem), self.tags(stem), self.is_tagged(stem),
-                         self._uncertainty.get(stem), bool(doc and doc.dirty), self._errors.get(stem, ""))
+                         self._uncertainty.get(stem), bool(doc and doc.dirty), self._errors.get(stem, ""),
+                         self.rel(stem))
 
     def set_error(self, stem: str, message: str) -> None:
         """Mark an image as unreadable (error badge)."""
@@ -248,6 +257,17 @@ class Project(QObject):
         found = [p for p in self.runs_dir.iterdir()
                  if p.is_dir() and ((p / FINAL_MODEL).is_file() or (p / CHECKPOINT).is_file())]
         return sorted(found, key=lambda p: p.name, reverse=True)
+
+    def preferred_run(self, remembered: str | None = None) -> Path | None:
+        """The run to load on opening: the remembered one if it finished, else the newest finished
+        run (a ``model.pt``), so an aborted run is never picked over a usable one; else the
+        remembered or newest stopped run."""
+        runs = self.runs()
+        finished = [run for run in runs if (run / FINAL_MODEL).is_file()]
+        chosen = next((run for run in runs if run.name == remembered), None)
+        if chosen is not None and (chosen in finished or not finished):
+            return chosen
+        return (finished or runs or [None])[0]
 
     def new_run_dir(self) -> Path:
         """A fresh ``runs/<timestamp>`` folder name (not created)."""

@@ -1,11 +1,13 @@
 """The image's tags: tick classes from the project's class list, or add a new class.
 
-Each class shows its export colour (VOC palette). Changes are reported with `tagsEdited`; the
-project saves them to ``tags.csv`` right away.
+Each class shows its export colour (VOC palette); ticked classes are listed first so they stay in
+view with many classes. Every change is one undoable command on the image's own undo stack
+(`undo_group`); the project saves each change to ``tags.csv`` right away (`tagsEdited`).
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -20,6 +22,21 @@ from PySide6.QtWidgets import (
 from app.style import class_color, icon, swatch_icon
 
 
+class _TagChange(QUndoCommand):
+    """One tag edit of one image: applying it shows and reports ``after``, undoing it ``before``."""
+
+    def __init__(self, panel: TagsPanel, before: list[str], after: list[str]) -> None:
+        changed = sorted(set(before) ^ set(after))
+        super().__init__(f"tags ({', '.join(changed)})")
+        self._panel, self._before, self._after = panel, before, after
+
+    def redo(self) -> None:
+        self._panel._apply(self._after)
+
+    def undo(self) -> None:
+        self._panel._apply(self._before)
+
+
 class TagsPanel(QWidget):
     """Checkable class list for the current image plus an "add class" row."""
 
@@ -28,10 +45,16 @@ class TagsPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._classes: list[str] = []
+        self._ticked: set[str] = set()
+        self._stem: str | None = None
+        self.undo_group = QUndoGroup(self)
+        self._stacks: dict[str, QUndoStack] = {}
         self._title = QLabel("No image")
         self._title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._list = QListWidget()
-        self._list.setToolTip("Tick the classes present in this image (saved to tags.csv right away)")
+        self._list.setToolTip("Tick the classes present in this image (saved to tags.csv right away; "
+                              "ticked classes are listed first)")
         self._list.itemChanged.connect(self._on_item_changed)
         self._new_class = QLineEdit()
         self._new_class.setPlaceholderText("new class name")
@@ -48,34 +71,51 @@ class TagsPanel(QWidget):
         layout.addWidget(self._list, 1)
         layout.addLayout(add_row)
         self._updating = False
+        self._clicked = False  # inside a click's itemChanged: the list is re-sorted after it returns
+        self._resort = QTimer(self)
+        self._resort.setSingleShot(True)
+        self._resort.setInterval(0)
+        self._resort.timeout.connect(self._render)
         self.setEnabled(False)
 
     def set_classes(self, class_names: list[str]) -> None:
         """The project's foreground classes (index 1..K), keeping the ticks of those still present."""
-        ticked = set(self.tags())
-        self._updating = True
-        self._list.clear()
-        for index, name in enumerate(class_names, start=1):
-            item = QListWidgetItem(swatch_icon(class_color(index)), name)
-            item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsSelectable)
-            item.setCheckState(Qt.CheckState.Checked if name in ticked else Qt.CheckState.Unchecked)
-            self._list.addItem(item)
-        self._updating = False
+        self._classes = list(class_names)
+        self._ticked &= set(class_names)
+        self._render()
 
     def set_image(self, stem: str | None, tags: list[str]) -> None:
-        """Show the tags of image ``stem`` (None: nothing selected)."""
+        """Show the tags of image ``stem`` (None: nothing selected); its undo stack becomes active."""
         self.setEnabled(stem is not None)
         self._title.setText(f"Tags of <b>{stem}</b>" if stem else "No image")
-        self._updating = True
-        wanted = set(tags)
-        for row in range(self._list.count()):
-            item = self._list.item(row)
-            item.setCheckState(Qt.CheckState.Checked if item.text() in wanted else Qt.CheckState.Unchecked)
-        self._updating = False
+        if stem != self._stem:
+            self._stem = stem
+            self.undo_group.setActiveStack(self._stack(stem) if stem else None)
+        self._ticked = set(tags)
+        self._render()
+
+    def clear_history(self) -> None:
+        """Forget every image's tag history (another folder was opened)."""
+        self.undo_group.setActiveStack(None)
+        for stack in self._stacks.values():
+            self.undo_group.removeStack(stack)
+            stack.deleteLater()
+        self._stacks.clear()
+        self._stem = None
+
+    def _stack(self, stem: str) -> QUndoStack:
+        if stem not in self._stacks:
+            stack = self._stacks[stem] = QUndoStack(self)
+            self.undo_group.addStack(stack)
+        return self._stacks[stem]
 
     def tags(self) -> list[str]:
-        return [self._list.item(r).text() for r in range(self._list.count())
-                if self._list.item(r).checkState() == Qt.CheckState.Checked]
+        """The ticked classes, in class order."""
+        return [name for name in self._classes if name in self._ticked]
+
+    def shown_order(self) -> list[str]:
+        """The class names as listed: ticked first, each group in class order."""
+        return [self._list.item(row).text() for row in range(self._list.count())]
 
     def set_tag_checked(self, name: str, checked: bool) -> None:
         """Tick or untick one class, as a click would."""
@@ -87,12 +127,41 @@ class TagsPanel(QWidget):
         self._new_class.setText(name)
         self._on_add()
 
-    def _on_item_changed(self, _item: QListWidgetItem) -> None:
-        if not self._updating:
-            self.tagsEdited.emit(self.tags())
+    def _render(self) -> None:
+        """Rebuild the list: ticked classes first, then the others, each in class order."""
+        self._updating = True
+        self._list.clear()
+        ordered = self.tags() + [name for name in self._classes if name not in self._ticked]
+        for name in ordered:
+            item = QListWidgetItem(swatch_icon(class_color(self._classes.index(name) + 1)), name)
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsSelectable)
+            item.setCheckState(Qt.CheckState.Checked if name in self._ticked else Qt.CheckState.Unchecked)
+            self._list.addItem(item)
+        self._updating = False
+
+    def _apply(self, tags: list[str]) -> None:
+        """Show ``tags`` and report them (a command applied or undone)."""
+        self._ticked = set(tags)
+        if self._clicked:
+            self._resort.start()  # the clicked item must outlive its own itemChanged signal
+        else:
+            self._render()
+        self.tagsEdited.emit(self.tags())
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        name, checked = item.text(), item.checkState() == Qt.CheckState.Checked
+        if self._updating or self._stem is None or checked == (name in self._ticked):
+            return
+        after = self._ticked | {name} if checked else self._ticked - {name}
+        self._clicked = True
+        try:
+            self._stacks[self._stem].push(_TagChange(self, self.tags(), [n for n in self._classes if n in after]))
+        finally:
+            self._clicked = False
 
     def _on_add(self) -> None:
         name = self._new_class.text().strip()
         if name:
             self._new_class.clear()
             self.classAdded.emit(name)
+

@@ -1,4 +1,8 @@
-"""Training settings, Train/Stop/Resume, progress (bar, ETA, images/s), the live loss plot and the run list."""
+"""Training settings, Train/Stop/Resume/Update, progress (bar, ETA, images/s), the live loss plot and the run list.
+
+"Update" continues the selected run for a short time with the verified masks as full supervision;
+"Update after each save" asks for one after every saved mask.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +27,7 @@ from app.loss_plot import LossPlot
 from app.style import icon
 from oste_core.config import OSTEConfig, apply_overrides, default_config
 from oste_core.utils.device import pick_device
-from oste_core.engine.trainer import CHECKPOINT, TrainEvent
+from oste_core.engine.trainer import CHECKPOINT, FINAL_MODEL, TrainEvent
 from oste_core.models.backbones import available_backbones
 
 
@@ -41,6 +45,7 @@ class TrainingPanel(QWidget):
     startRequested = Signal()
     stopRequested = Signal()
     resumeRequested = Signal()
+    updateRequested = Signal()
     runSelected = Signal(str)  # run folder ("" when none)
 
     def __init__(self, devices: list[str], parent: QWidget | None = None) -> None:
@@ -96,19 +101,27 @@ class TrainingPanel(QWidget):
         self.stop_button.setToolTip("Stop after the current iteration; the last checkpoint is kept")
         self.resume_button = QPushButton(icon("fa5s.redo-alt"), "Resume")
         self.resume_button.setToolTip("Continue the selected run from its checkpoint up to Iterations")
+        self.update_button = QPushButton(icon("fa5s.sync-alt", "#1565c0"), "Update")
+        self.update_button.setToolTip("Continue the selected run for a short time, learning from your verified "
+                                      "masks; the suggestions refresh when it ends")
         self.train_button.clicked.connect(self.startRequested)
         self.stop_button.clicked.connect(self.stopRequested)
         self.resume_button.clicked.connect(self.resumeRequested)
+        self.update_button.clicked.connect(self.updateRequested)
+        self.auto_update = QCheckBox("Update after each save")
+        self.auto_update.setToolTip("Run an update whenever a verified mask is saved (one at a time)")
         self.runs = QComboBox()
         self.runs.setToolTip("Runs of this project; the selected one is used for CAMs and pseudo-labels")
-        self.runs.setMinimumContentsLength(15)
+        self.runs.setMinimumContentsLength(12)
         self.runs.currentIndexChanged.connect(self._on_run_changed)
         buttons = QHBoxLayout()
-        for button in (self.train_button, self.stop_button, self.resume_button):
+        for button in (self.train_button, self.stop_button, self.resume_button, self.update_button):
             buttons.addWidget(button)
-        buttons.addSpacing(8)
-        buttons.addWidget(QLabel("Run"))
-        buttons.addWidget(self.runs, 1)
+        buttons.addStretch(1)
+        run_row = QHBoxLayout()
+        run_row.addWidget(QLabel("Run"))
+        run_row.addWidget(self.runs, 1)
+        run_row.addWidget(self.auto_update)
 
         self.progress = QProgressBar()
         self.progress.setFormat("")
@@ -118,6 +131,7 @@ class TrainingPanel(QWidget):
 
         right = QVBoxLayout()
         right.addLayout(buttons)
+        right.addLayout(run_row)
         right.addWidget(self.progress)
         right.addWidget(self.stats)
         right.addWidget(self.plot, 1)
@@ -205,14 +219,28 @@ class TrainingPanel(QWidget):
     def set_project_open(self, is_open: bool) -> None:
         self.setEnabled(is_open)
 
+    def reset(self) -> None:
+        """Forget the shown run's progress and loss curve (another folder was opened)."""
+        self.plot.clear()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.stats.setText("Not training")
+
     def _update_buttons(self) -> None:
         run = self.selected_run()
         self.train_button.setEnabled(not self._running)
         self.stop_button.setEnabled(self._running)
         self.resume_button.setEnabled(not self._running and run is not None and (run / CHECKPOINT).exists())
+        self.update_button.setEnabled(not self._running and run is not None and (run / FINAL_MODEL).exists())
+
+    def set_stopping(self) -> None:
+        """Say that a stop was asked for and is waiting for the current iteration to end."""
+        self.stop_button.setEnabled(False)
+        self.stats.setText("Stopping… (after the current iteration)")
 
     def show_event(self, event: TrainEvent) -> None:
-        """Update the bar, the statistics line and the plot from a trainer event."""
+        """Update the bar, the statistics line and the plot from a trainer event (one point per progress event)."""
         if event.total:
             self.progress.setFormat("%v / %m")
             self.progress.setRange(0, event.total)

@@ -1,6 +1,6 @@
 """Background work for the GUI: worker objects moved to QThreads, talking through Qt signals.
 
-* `TrainWorker`: runs the core `Trainer` (cooperative stop via `Trainer.cancel`).
+* `TrainWorker`: runs the core `Trainer`, a full run or a short update (cooperative stop via `Trainer.cancel`).
 * `InferenceClient`: one long-lived thread with a `Predictor`; single-image predictions (stale
   requests are skipped) and the review-order scan over the folder (`Predictor.predict_folder`).
 * `ExportWorker`: builds the masks to export and calls the core `export_masks`.
@@ -42,15 +42,18 @@ def start_thread(worker: QObject, parent: QObject, *done_signals: Signal) -> QTh
 
 
 class TrainWorker(QObject):
-    """Trains one run; `event` carries each `TrainEvent`, then `finished` or `failed`."""
+    """Trains one run, or updates it for ``update_budget_s`` seconds on the verified masks
+    (`Trainer.run_update`); `event` carries each `TrainEvent`, then `finished` or `failed`."""
 
     event = Signal(object)  # TrainEvent
     finished = Signal(str)  # run folder
     failed = Signal(str)  # message
 
-    def __init__(self, cfg: OSTEConfig, data_dir: Path, run_dir: Path, resume: bool = False) -> None:
+    def __init__(self, cfg: OSTEConfig, data_dir: Path, run_dir: Path, resume: bool = False,
+                 update_budget_s: float | None = None) -> None:
         super().__init__()
         self._cfg, self._data_dir, self._run_dir, self._resume = cfg, data_dir, run_dir, resume
+        self._update_budget_s = update_budget_s
         self._lock = threading.Lock()
         self._trainer: Trainer | None = None
         self._cancelled = False
@@ -63,7 +66,10 @@ class TrainWorker(QObject):
                 self._trainer = trainer
                 if self._cancelled:
                     trainer.cancel()
-            run_dir = trainer.run(resume=self._resume)
+            if self._update_budget_s is not None:
+                run_dir = trainer.run_update(self._update_budget_s)
+            else:
+                run_dir = trainer.run(resume=self._resume)
         except Exception as exc:  # noqa: BLE001 - any failure becomes a dialog, the app stays usable
             self.failed.emit(describe(exc))
         else:

@@ -19,13 +19,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QLabel, QMessageBox  # noqa: E402
 
 from app.canvas import Tool  # noqa: E402
 from app.layers_dock import LAYERS  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from oste_core.data import load_mask  # noqa: E402
 from oste_core.editing import UNSURE  # noqa: E402
+from oste_core.engine.trainer import TrainEvent  # noqa: E402
 
 TINY_TRAINING = {"train.crop": 64, "train.batch": 2, "train.workers": 0, "train.log_every": 1, "train.checkpoint_every": 2, "model.cam_scales": (1.0,),
                  "model.crf_backend": "torch", "model.crf_iters": 3}
@@ -81,6 +82,7 @@ def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MainWindow
     yield win
     Questions(monkeypatch, Button.Discard)  # closing: stop a training, drop unsaved test edits
     win.close()
+    qtbot.waitUntil(lambda: not win.is_training(), timeout=300_000)  # a running training closes the window later
 
 
 def drag(qtbot, canvas, start: tuple[float, float], end: tuple[float, float]) -> None:
@@ -170,6 +172,7 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     window.layers_panel.set_opacity(0.8)
     window.layers_panel.set_cam_class(window.project.tag_indices(window.current_stem())[0])
     canvas = window.canvas
+    window.layers_panel.set_layer("image")
     image_only = grab_array(canvas)
     shots = {}
     for number, (key, _title) in enumerate(LAYERS, start=1):
@@ -181,9 +184,22 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
         assert not np.array_equal(shots[key], image_only), key
     assert not np.array_equal(shots["cam"], shots["pseudo_label"])
 
-    # accepting the pseudo-label copies it into the editable mask (undoable)
-    window.accept_pseudo_label()
+    # the suggestion is the default layer; "S" copies it into the editable mask (undoable), after which the
+    # user's mask replaces it as the overlay
     prediction = window.project.prediction(window.current_stem())
+    assert set(np.unique(prediction.suggestion)) <= {0, *window.project.tag_indices(window.current_stem())}
+    doc = canvas.document()
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_S)
+    np.testing.assert_array_equal(doc.mask, prediction.suggestion)
+    assert doc.can_undo
+    window.layers_panel.set_layer("suggestion")
+    assert "Your mask is shown" in window.layers_panel.note()
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert not doc.mask.any()
+
+    # accepting the pseudo-label copies it into the editable mask (undoable)
+    window.editor.accept_pseudo_label()
     np.testing.assert_array_equal(canvas.document().mask, prediction.pseudo_label)
 
     # review order: every image scored in the background, worst first
@@ -192,10 +208,15 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     scores = [window.image_list.entry(s).uncertainty for s in window.image_list.visible_stems()]
     assert None not in scores and scores == sorted(scores, reverse=True)
     assert window.image_list.sorted_by_uncertainty()
+    window.image_list.review_button.click()  # a second scan, cancelled at once
+    assert window.image_list.cancel_review_button.isVisible() and window.inference.scanning
+    window.image_list.cancel_review_button.click()
+    assert not window.inference.scanning and window.image_list.review_button.isEnabled()
+    assert not window.image_list.sort_progress.isVisible()
 
     # export the pseudo-labels as VOC PNGs through the dialog, then again (asks before replacing)
     questions = Questions(monkeypatch, Button.Yes)
-    window.save_current()  # (no unsaved edits left, so the dialog opens without asking)
+    window.editor.save_current()  # (no unsaved edits left, so the dialog opens without asking)
     dialog = window.show_export_dialog()
     out = tmp_path / "export"
     dialog.target.setText(str(out))
@@ -213,6 +234,28 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     qtbot.waitUntil(lambda: not dialog.is_running() and "voc 12" in dialog.summary.toPlainText(), timeout=120_000)
     assert len(questions.asked) == 1 and "already exist" in questions.asked[0]
     dialog.close()
+
+    # "Update": the run continues briefly on the verified masks, then its model is reloaded
+    window.training.update_budget_s = 1.0
+    model_time = (run / "model.pt").stat().st_mtime_ns
+    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as updated:
+        panel.update_button.click()
+        assert window.is_training() and panel.stop_button.isEnabled()
+    assert Path(updated.args[0]) == run and (run / "model.pt").stat().st_mtime_ns > model_time
+    assert window.project.prediction(window.current_stem()) is None  # the old predictions are dropped
+    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
+
+    # "Update after each save": never two at once, one more is queued
+    panel.auto_update.setChecked(True)
+    finished: list[str] = []
+    window.trainingFinished.connect(finished.append)
+    for row in (10, 20):
+        drag(qtbot, canvas, (5, row), (30, row))
+        window.editor.save_current()
+        assert window.is_training()
+    qtbot.waitUntil(lambda: len(finished) == 2 and not window.is_training(), timeout=300_000)
+    assert finished == [str(run), str(run)]
+    assert str(window.settings.value("training/autoUpdate")).lower() == "true"
 
 
 def test_brush_undo_redo_save_and_edits_survive_switching_images(
@@ -311,7 +354,7 @@ def test_training_error_shows_a_dialog_and_the_app_stays_usable(
     box = window.error_box
     assert box is not None and box.isVisible() and "missing.pth" in box.text()
     assert window.training_panel.train_button.isEnabled() and not window.is_training()
-    window.next_action.trigger()
+    window.menus.next_action.trigger()
     assert window.current_stem() == "demo_0001"
 
 
@@ -328,8 +371,12 @@ def test_closing_during_training_asks_then_stops_cleanly(
     questions = Questions(monkeypatch, Button.No)
     assert not window.close() and window.is_training()  # "No": keep training
     questions.answer = Button.Yes
-    assert window.close()
-    assert len(questions.asked) == 2 and "Training is running" in questions.asked[0]
+    assert not window.close() and window.isVisible()  # "Yes": close() returns at once, the training still ends
+    assert window.is_training(), "close() waited for the training instead of returning to the event loop"
+    assert "Stopping" in window.training_panel.stats.text() and "stopping" in window.statusBar().currentMessage()
+    assert not window.training_panel.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=300_000)  # closed once the iteration ended
+    assert not window.is_training() and len(questions.asked) == 2 and "Training is running" in questions.asked[0]
     assert (run / "checkpoint.pt").exists() and not (run / "model.pt").exists()
 
 
@@ -352,3 +399,111 @@ def test_close_asks_about_unsaved_edits_and_settings_are_remembered(
     again = MainWindow(settings)
     qtbot.addWidget(again)
     assert again.settings.value("lastFolder") == str(project_dir.resolve())
+
+
+def test_window_fits_a_1366x768_screen_and_opens_within_the_screen(
+    window: MainWindow, project_dir: Path, qtbot, tmp_path: Path
+) -> None:
+    window.open_folder(project_dir)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1000 and hint.height() <= 620, hint
+    window.resize(1366, 768)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == (1366, 768))
+    inside = window.rect()
+    bar = window.statusBar()
+    assert bar.isVisible() and inside.contains(bar.geometry())
+    for dock in (window.list_dock, window.tags_dock, window.layers_dock, window.training_dock):
+        assert dock.isVisible() and inside.contains(dock.geometry()), dock.objectName()
+    assert window.canvas.width() >= 400 and window.canvas.height() >= 250
+
+    fresh = MainWindow(QSettings(str(tmp_path / "fresh.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(fresh)
+    available = fresh.screen().availableGeometry()
+    assert fresh.width() <= available.width() and fresh.height() <= available.height()
+
+
+def test_help_menu_lists_every_shortcut_once_and_explains_the_layers(window: MainWindow, project_dir: Path) -> None:
+    window.open_folder(project_dir)
+    window.menus.shortcuts_action.trigger()
+    dialog = window.help_dialog
+    assert dialog is not None and dialog.isVisible() and dialog.tabs.currentIndex() == 0
+    table = dialog.shortcuts
+    rows = {table.item(r, 1).text(): table.item(r, 0).text() for r in range(table.rowCount())}
+    assert rows["Accept suggestion"] == "S" and rows["Next image"] == "D" and rows["Keyboard shortcuts"] == "F1"
+    assert any(text.startswith("Similar-colour fill") and keys == "W" for text, keys in rows.items())
+    keys = [k.toString() for a in window.menus.shortcut_actions() for k in a.shortcuts() if not k.isEmpty()]
+    assert len(keys) == len(set(keys)), "two actions share a shortcut"
+    window.menus.legend_action.trigger()
+    assert dialog.tabs.currentIndex() == 1
+    texts = [label.text() for label in dialog.legend.findChildren(QLabel)]
+    assert any(t.startswith("Hatching") and "unsure" in t for t in texts)
+    assert any("background" in t for t in texts)
+    assert any(t.startswith(f"{name}: class {i}") for i, name in enumerate(window.project.class_names, 1) for t in texts)
+
+
+def test_tags_ticked_first_undoable_and_images_listed_by_file_name(
+    window: MainWindow, project_dir: Path, qtbot
+) -> None:
+    nested = project_dir / "images" / "a_very_long_folder_name_that_would_fill_the_row"
+    nested.mkdir(parents=True)
+    shutil.copy(project_dir / "demo_0001.png", nested / "street_scene_0042.png")
+    window.open_folder(project_dir)
+    entry = window.image_list.entry("street_scene_0042")
+    item = window.image_list._items["street_scene_0042"]
+    assert item.text().startswith("street_scene_0042.png") and "a_very_long_folder" not in item.text()
+    assert item.toolTip().startswith("images/a_very_long_folder_name_that_would_fill_the_row/street_scene_0042.png")
+    assert entry.display_name == "street_scene_0042.png"
+    assert window.image_list.list.textElideMode() == Qt.TextElideMode.ElideMiddle
+
+    panel = window.tags_panel
+    classes = window.project.class_names
+    original = window.project.tags("demo_0000")
+    last = classes[-1]
+    assert last not in original
+    panel.set_tag_checked(last, True)
+    qtbot.waitUntil(lambda: panel.shown_order()[: len(original) + 1] == [c for c in classes if c in {*original, last}])
+    assert last in tags_csv(project_dir)["demo_0000.png"]
+    panel._list.setFocus()
+    qtbot.keyClick(panel._list, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo in the Tags panel
+    assert tags_csv(project_dir)["demo_0000.png"] == original and panel.tags() == original
+    assert panel.shown_order()[: len(original)] == original
+    qtbot.keyClick(panel._list, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert last in tags_csv(project_dir)["demo_0000.png"]
+    assert not window.canvas.document().can_undo  # the mask was not touched
+
+
+def test_relaunch_prefers_a_finished_run_and_keeps_the_iterations(
+    window: MainWindow, project_dir: Path, qtbot, tmp_path: Path
+) -> None:
+    finished, aborted = project_dir / "runs" / "20260101-100000", project_dir / "runs" / "20260102-100000"
+    finished.mkdir(parents=True)
+    aborted.mkdir()
+    (finished / "model.pt").write_bytes(b"not a real model")  # loading fails and is reported; the choice is tested
+    (aborted / "checkpoint.pt").write_bytes(b"an aborted 1-iteration run")
+    window.open_folder(project_dir)
+    window.settings.setValue(window._run_key(), aborted.name)  # the last session ended on the aborted run
+    window.training_panel.iters.setValue(1234)
+    window.training_panel.plot.add_point(1, {"total": 1.0})
+    window.close()
+
+    again = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    assert again.training_panel.iters.value() == 1234
+    again.open_folder(project_dir)
+    assert again.training_panel.selected_run() == finished
+    assert again.training_panel.plot.series() == {}
+    again.close()
+
+
+def test_opening_another_folder_resets_the_training_panel(
+    window: MainWindow, project_dir: Path, demo_folder: Path, tmp_path: Path
+) -> None:
+    window.open_folder(project_dir)
+    panel = window.training_panel
+    panel.show_event(TrainEvent("start", 0, 10))
+    panel.show_event(TrainEvent("progress", 5, 10, {"total": 1.5}, 0.01, 4.0, 75.0))
+    assert panel.plot.series() and panel.progress.value() == 5
+    other = Path(shutil.copytree(demo_folder, tmp_path / "other"))
+    window.open_folder(other)
+    assert panel.plot.series() == {} and panel.progress.value() == 0 and panel.stats.text() == "Not training"
+    assert panel.selected_run() is None

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -15,7 +18,7 @@ from app.edit_toolbar import EditToolbar  # noqa: E402
 from app.image_list import ImageList  # noqa: E402
 from app.layers_dock import LayersPanel, layer_note  # noqa: E402
 from app.loss_plot import LossPlot  # noqa: E402
-from app.main import build_parser, display_available  # noqa: E402
+from app.main import EXIT_NO_PLATFORM, build_parser, display_available, missing_xcb_packages, uses_xcb  # noqa: E402
 from app.project import ListEntry, ensure_demo  # noqa: E402
 from app.style import heatmap_rgba, label_rgba  # noqa: E402
 from app.training_panel import TrainingPanel, format_duration  # noqa: E402
@@ -145,11 +148,12 @@ def test_edit_toolbar_paint_value_and_tools(qtbot) -> None:
 def test_layers_panel_number_keys_respect_availability(qtbot) -> None:
     panel = LayersPanel()
     qtbot.addWidget(panel)
+    assert panel.layer() == "suggestion"  # the default layer
     panel.set_available({"image", "gt"})
-    panel.set_layer_number(2)  # the CAM needs a prediction: stays on the image
-    assert panel.layer() == "image"
+    panel.set_layer_number(3)  # the CAM needs a prediction: stays where it was
+    assert panel.layer() == "suggestion"
     with qtbot.waitSignal(panel.layerChanged, check_params_cb=lambda k: k == "gt"):
-        panel.set_layer_number(7)
+        panel.set_layer_number(8)
     panel.set_classes(["circle", "square", "ring"], preferred=[3])
     assert panel.cam_class() == 3
 
@@ -252,3 +256,105 @@ def test_training_panel_starts_from_the_device_preset(qtbot):
     panel.iters.setValue(7)
     cfg = panel.config()
     assert cfg.train.iters == 7 and cfg.model.cam_scales == preset.model.cam_scales
+
+
+def test_xcb_libraries_are_checked_before_qt_starts() -> None:
+    assert missing_xcb_packages({"libc.so.6": "libc6", "libdoes-not-exist.so.9": "libdoes-not-exist9"}) == [
+        "libdoes-not-exist9"]
+    assert uses_xcb({"DISPLAY": ":0"}, "linux") and uses_xcb({"QT_QPA_PLATFORM": "xcb"}, "linux")
+    assert not uses_xcb({"DISPLAY": ":0", "QT_QPA_PLATFORM": "offscreen"}, "linux")
+    assert not uses_xcb({"DISPLAY": ":0"}, "darwin")
+
+
+@pytest.mark.parametrize("platform", ["xcb", "no-such-plugin"])
+def test_a_platform_plugin_failure_is_explained_not_aborted(platform: str, tmp_path: Path) -> None:
+    """A real `oste-gui` process that cannot start its display (no X server on :97, or no such plugin)."""
+    env = {**os.environ, "QT_QPA_PLATFORM": platform, "DISPLAY": ":97", "XDG_DATA_HOME": str(tmp_path),
+           "HOME": str(tmp_path)}
+    env.pop("WAYLAND_DISPLAY", None)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "app.main", str(tmp_path / "none")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_NO_PLATFORM, done.stderr
+    assert "sudo apt install" in done.stderr and "libxcb-" in done.stderr
+    assert f"'{platform}' display plugin" in done.stderr
+
+
+def test_canvas_similar_colour_fill_paints_the_clicked_image_region(canvas: Canvas, qtbot) -> None:
+    widget = canvas
+    image = np.full((40, 40, 3), 30, np.uint8)
+    image[10:30, 5:20] = (210, 180, 40)  # a yellow block; the rest is dark
+    widget.set_image(image)
+    toolbar = EditToolbar()
+    qtbot.addWidget(toolbar)
+    toolbar.toolChanged.connect(widget.set_tool)
+    toolbar.set_tool(Tool.COLOR_FILL)
+    widget.set_paint_value(2)
+    with qtbot.waitSignal(widget.maskEdited):
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=widget.to_widget(12.5, 20.5).toPoint())
+    mask = widget.document().mask
+    assert (mask[12:28, 7:18] == 2).all() and (mask[:, 25:] == 0).all() and mask[5, 5] == 0
+    assert widget.document().undo() and not widget.document().mask.any()
+
+
+def test_edit_toolbar_unsure_icon_is_not_a_question_mark_and_tolerance_shows_with_its_tool(qtbot) -> None:
+    import qtawesome
+
+    toolbar = EditToolbar()
+    qtbot.addWidget(toolbar)
+    toolbar.show()
+    unsure = next(a for a in toolbar.actions() if a.text().startswith("Mark unsure"))
+
+    def pixels(qicon) -> bytes:
+        image = qicon.pixmap(24, 24).toImage().convertToFormat(QImage.Format.Format_RGBA8888)
+        return bytes(image.constBits())
+
+    assert pixels(unsure.icon()) != pixels(qtawesome.icon("fa5s.question"))
+    tolerance = next(a for a in toolbar.actions() if toolbar.widgetForAction(a) is toolbar._tolerance)
+    assert not tolerance.isVisible()
+    toolbar.set_tool(Tool.COLOR_FILL)
+    assert tolerance.isVisible()
+    with qtbot.waitSignal(toolbar.toleranceChanged, check_params_cb=lambda v: v == 40):
+        toolbar.set_tolerance(40)
+
+
+def test_training_panel_plots_every_progress_event_and_offers_update(qtbot, tmp_path) -> None:
+    panel = TrainingPanel(["auto", "cpu"])
+    qtbot.addWidget(panel)
+    panel.show_event(TrainEvent("start", 0, 5))
+    for iteration in range(1, 6):
+        panel.show_event(TrainEvent("progress", iteration, 5, {"total": 1.0 / iteration}, 0.01, 2.0, 5.0))
+        assert panel.progress.value() == iteration and len(panel.plot.series()["total"]) == iteration
+    finished, stopped = tmp_path / "runs" / "b", tmp_path / "runs" / "a"
+    finished.mkdir(parents=True)
+    stopped.mkdir()
+    (finished / "model.pt").write_bytes(b"")
+    (stopped / "checkpoint.pt").write_bytes(b"")
+    panel.set_runs([finished, stopped], finished)
+    assert panel.update_button.isEnabled() and not panel.resume_button.isEnabled()
+    panel.set_runs([finished, stopped], stopped)
+    assert not panel.update_button.isEnabled() and panel.resume_button.isEnabled()
+    panel.set_runs([finished, stopped], finished)
+    with qtbot.waitSignal(panel.updateRequested):
+        panel.update_button.click()
+    panel.set_running(True)
+    assert not panel.update_button.isEnabled()
+    panel.set_stopping()
+    assert "Stopping" in panel.stats.text() and not panel.stop_button.isEnabled()
+    panel.reset()
+    assert panel.plot.series() == {} and panel.progress.value() == 0
+
+
+def test_image_list_review_progress_has_a_cancel_button(qtbot) -> None:
+    widget = ImageList()
+    qtbot.addWidget(widget)
+    widget.show()
+    widget.set_entries([ListEntry("a", "pseudo", rel="deep/folder/a.jpg")], [])
+    assert widget.list.item(0).text() == "a.jpg" and widget.list.item(0).toolTip().startswith("deep/folder/a.jpg")
+    widget.set_sort_progress(3, 10)
+    assert widget.sort_progress.isVisible() and widget.sort_progress.value() == 3
+    assert widget.cancel_review_button.isVisible() and not widget.review_button.isEnabled()
+    with qtbot.waitSignal(widget.reviewCancelRequested):
+        widget.cancel_review_button.click()
+    widget.set_sort_progress(0, 0)
+    assert not widget.cancel_review_button.isVisible() and widget.review_button.isEnabled()

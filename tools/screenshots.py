@@ -1,6 +1,7 @@
 """Save PNG screenshots of the OSTE Studio main window in each state to ``screenshots/``.
 
-States: empty, project open, training running, each of the 7 layers, editing, export dialog.
+States: empty, project open, training running, each layer, editing, export dialog, the help
+sheet (shortcuts and layer legend) and the whole window at 1366x768 (a small laptop screen).
 Runs offscreen on a temporary demo project (nothing in the user's settings or data folder is
 touched). It trains a small real model for ``--iters`` iterations; the layer screenshots use that
 run, or ``--run`` (a run folder trained on demo data, e.g. ``oste train`` with a few hundred
@@ -27,6 +28,7 @@ from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
 from app.canvas import Tool  # noqa: E402
+from app.help_dialog import LEGEND_TAB, SHORTCUTS_TAB  # noqa: E402
 from app.layers_dock import LAYERS  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from oste_core.data import write_demo_data  # noqa: E402
@@ -99,8 +101,18 @@ def main(argv: list[str] | None = None) -> int:
             window.layers_panel.set_layer_number(number)
             save(window, args.out, f"04_layer{number}_{key}")
 
+        window.resize(1366, 768)
+        window.layers_panel.set_layer("suggestion")
+        save(window, args.out, "07_window_1366x768")
+        window.resize(1440, 900)
+        help_dialog = window.show_help(SHORTCUTS_TAB)
+        save(help_dialog, args.out, "08_help_shortcuts")
+        help_dialog.show_tab(LEGEND_TAB)
+        save(help_dialog, args.out, "09_help_legend")
+        help_dialog.close()
+
         window.layers_panel.set_layer_number(1)
-        window.accept_pseudo_label()
+        window.editor.accept_suggestion()
         canvas = window.canvas
         window.edit_toolbar.set_tool(Tool.BRUSH)
         window.edit_toolbar.set_radius(4)
@@ -113,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             canvas.mousePressEvent(_click(canvas, x, y))
         save(window, args.out, "05_editing")
         canvas.cancel_polygon()
-        window.save_current()
+        window.editor.save_current()
 
         dialog = window.show_export_dialog()
         dialog.target.setText(str(tmp_dir / "export"))

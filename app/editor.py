@@ -1,0 +1,149 @@
+"""The editor wiring: toolbar -> canvas, undo/redo of masks and tags, accept suggestion or
+pseudo-label, save verified masks (asking before replacing a file changed on disk), and what to do
+with unsaved masks before leaving a folder or quitting.
+
+Ctrl+Z undoes the mask edit, or the tag change when the Tags panel has the focus.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.style import resize_to
+from oste_core.editing import VerifiedMaskConflict
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
+
+Button = QMessageBox.StandardButton
+
+
+class EditorControl(QObject):
+    """Applies what the edit toolbar and the tags panel ask for to the current image's document."""
+
+    maskChanged = Signal()  # the current document changed (edit, undo, redo, accept)
+    userSaved = Signal(str)  # stem whose verified mask the user saved (Ctrl+S / the Save button)
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+        canvas, toolbar = window.canvas, window.edit_toolbar
+        toolbar.toolChanged.connect(canvas.set_tool)
+        toolbar.radiusChanged.connect(canvas.set_brush_radius)
+        toolbar.paintValueChanged.connect(canvas.set_paint_value)
+        toolbar.toleranceChanged.connect(canvas.set_tolerance)
+        toolbar.undoRequested.connect(self.undo)
+        toolbar.redoRequested.connect(self.redo)
+        toolbar.acceptPseudoRequested.connect(self.accept_pseudo_label)
+        toolbar.acceptSuggestionRequested.connect(self.accept_suggestion)
+        toolbar.saveRequested.connect(self.save_current)
+        canvas.set_brush_radius(toolbar.radius())
+        canvas.set_tolerance(toolbar.tolerance())
+        canvas.set_tool(toolbar.tool())
+        canvas.maskEdited.connect(self._on_mask_edited)
+        group = window.tags_panel.undo_group
+        group.canUndoChanged.connect(self.update_history)
+        group.canRedoChanged.connect(self.update_history)
+        QApplication.instance().focusChanged.connect(self._on_focus_changed)
+
+    def _tags_focused(self) -> bool:
+        return self._window.tags_panel.isAncestorOf(QApplication.focusWidget())
+
+    def _on_focus_changed(self, _old: object, _new: object) -> None:
+        self.update_history()
+
+    def update_history(self, *_signal_args: object) -> None:
+        """Enable undo/redo for what Ctrl+Z would act on now (tags when focused, else the mask)."""
+        if self._tags_focused():
+            group = self._window.tags_panel.undo_group
+            self._window.edit_toolbar.set_history(group.canUndo(), group.canRedo())
+            return
+        doc = self._window.canvas.document()
+        self._window.edit_toolbar.set_history(bool(doc and doc.can_undo), bool(doc and doc.can_redo))
+
+    def _on_mask_edited(self) -> None:
+        self.update_history()
+        self._window.project.notify_edited(self._window.current_stem())
+        self.maskChanged.emit()
+
+    def undo(self) -> None:
+        self._step(back=True)
+
+    def redo(self) -> None:
+        self._step(back=False)
+
+    def _step(self, back: bool) -> None:
+        """Undo (``back``) or redo the tag change when the Tags panel has the focus, else the mask edit."""
+        if self._tags_focused():
+            group = self._window.tags_panel.undo_group
+            group.undo() if back else group.redo()
+            return
+        doc = self._window.canvas.document()
+        if doc is not None and (doc.undo() if back else doc.redo()):
+            self._window.canvas.refresh_mask()
+            self._on_mask_edited()
+
+    def _accept(self, layer: str, title: str) -> None:
+        """Replace the mask with the prediction's ``layer`` as one undoable step."""
+        window, doc = self._window, self._window.canvas.document()
+        prediction = window.project.prediction(window.current_stem())
+        if doc is None or prediction is None:
+            window.report(f"no {title} for this image yet (train a model, or wait for inference)")
+            return
+        if doc.set_all(resize_to(getattr(prediction, layer), doc.shape, nearest=True)):
+            window.canvas.refresh_mask()
+            self._on_mask_edited()
+        window.report(f"{window.current_stem()}: {title} accepted (Ctrl+Z undoes it, Ctrl+S saves it)")
+
+    def accept_pseudo_label(self) -> None:
+        """Replace the mask with the current pseudo-label (undoable; unsure pixels stay 255)."""
+        self._accept("pseudo_label", "pseudo-label")
+
+    def accept_suggestion(self) -> None:
+        """Replace the mask with the suggestion, a label for every pixel (undoable)."""
+        self._accept("suggestion", "suggestion")
+
+    def save_current(self) -> bool:
+        """Save the current mask to ``verified/<stem>.png`` (asks before replacing a changed file)."""
+        stem = self._window.current_stem()
+        if not stem or self._window.canvas.document() is None or not self.save(stem):
+            return False
+        self.userSaved.emit(stem)
+        return True
+
+    def save(self, stem: str) -> bool:
+        """Save one image's document; False when the user kept the file on disk or writing failed."""
+        window = self._window
+        try:
+            path = window.project.save_document(stem)
+        except VerifiedMaskConflict as exc:
+            answer = window.ask("Verified mask changed on disk", f"{exc}\n\nOverwrite it with your edits?",
+                                Button.Yes | Button.No, Button.No)
+            if answer != Button.Yes:
+                return False
+            path = window.project.save_document(stem, force=True)
+        except (OSError, ValueError) as exc:
+            window.show_error("Save failed", f"{stem}: cannot save the verified mask ({exc})")
+            return False
+        window.report(f"saved {path}")
+        return True
+
+    def resolve_unsaved(self, doing: str) -> bool:
+        """Ask what to do with unsaved masks; False when the user cancels."""
+        project = self._window.project
+        unsaved = project.unsaved_stems()
+        if not unsaved:
+            return True
+        names = ", ".join(unsaved[:8]) + (" ..." if len(unsaved) > 8 else "")
+        answer = self._window.ask("Unsaved masks", f"{len(unsaved)} image(s) have unsaved edits ({names}).\n"
+                                  f"Save them before {doing}?", Button.SaveAll | Button.Discard | Button.Cancel,
+                                  Button.SaveAll)
+        if answer == Button.SaveAll:
+            return all(self.save(stem) for stem in unsaved)
+        if answer == Button.Discard:
+            for stem in unsaved:
+                project.discard_document(stem)
+            return True
+        return False

@@ -1,0 +1,144 @@
+"""The current image: shows it in the canvas with its edit document and the selected layer, and
+asks the inference thread for its prediction (results for another image or older tags are dropped).
+
+The suggestion layer is drawn only while the editor has no mask of the user's own (verified on
+disk, or edited): otherwise the user's mask is the overlay, so erased areas never show the
+suggestion through.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from app.layers_dock import LAYERS, PREDICTION_LAYERS, layer_note, layer_rgba
+from app.workers import PredictRequest
+from oste_core.data import ImageLoadError, load_image, load_mask
+from oste_core.engine.predictor import Prediction
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
+
+
+class ImageView(QObject):
+    """Which image is shown (``stem``, its pixels ``image``) and what is drawn over it."""
+
+    imageChanged = Signal(str)  # the new current stem ("" for none)
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+        self.stem = ""
+        self.image: np.ndarray | None = None
+        window.inference.predicted.connect(self._on_predicted)
+        window.inference.predictFailed.connect(self._on_predict_failed)
+
+    def show(self, stem: str) -> None:
+        """Make ``stem`` the current image (edits of the previous one stay in memory)."""
+        w = self._window
+        if stem == self.stem and stem:
+            return
+        if w.canvas.document() is not None:
+            w.canvas.document().end_stroke()
+        w.project.release_clean_documents(keep=stem)
+        self.stem, self.image = stem, None
+        w.canvas.set_document(None)
+        w.canvas.set_overlay(None)
+        self.imageChanged.emit(stem)
+        if not stem:
+            w.canvas.set_image(None)
+            w.layers_panel.set_busy(False)
+            return
+        try:
+            self.image = load_image(w.project.image_path(stem), max_side=None)
+        except ImageLoadError as exc:
+            w.project.set_error(stem, str(exc))
+            w.canvas.set_image(None)
+            w.canvas.set_message(f"This image cannot be shown:\n{exc}")
+            w.report(str(exc), error=True)
+            w.editor.update_history()
+            w.layers_panel.set_busy(False)
+            return
+        w.canvas.set_image(self.image)
+        shape = self.image.shape[:2]
+        try:
+            doc = w.project.open_document(stem, shape)
+        except ImageLoadError as exc:
+            w.report(f"{exc}; starting from an empty mask", error=True)
+            doc = w.project.open_document(stem, shape, start_empty=True)
+        w.canvas.set_document(doc)
+        w.editor.update_history()
+        self.refresh_layer()
+        self.request_prediction()
+
+    def request_prediction(self) -> None:
+        """Predict the current image unless its prediction is cached (the busy bar shows meanwhile)."""
+        w, stem = self._window, self.stem
+        if not stem or self.image is None or w.project.prediction(stem) is not None:
+            w.layers_panel.set_busy(False)
+            return
+        if w.inference.predictor is None:
+            if not w.inference.loading_run:
+                w.layers_panel.set_busy(False, "No trained run selected: train a model to see CAMs.")
+            return
+        w.layers_panel.set_busy(True, "Running inference for this image ...")
+        tags = tuple(w.project.tag_indices(stem)) if w.project.is_tagged(stem) else None
+        w.inference.predict(stem, w.project.image_path(stem), tags)
+
+    def _current_request(self, request: PredictRequest) -> bool:
+        """True when ``request`` is for an image of the open project with its current tags."""
+        project, stem = self._window.project, request.stem
+        if not project.is_open() or stem not in project.stems():
+            return False
+        tags = tuple(project.tag_indices(stem)) if project.is_tagged(stem) else None
+        return project.image_path(stem) == request.image_path and tags == request.tags
+
+    def _on_predicted(self, request: PredictRequest, prediction: Prediction) -> None:
+        if not self._current_request(request):
+            return
+        self._window.project.set_prediction(request.stem, prediction)
+        if request.stem == self.stem:
+            self._window.layers_panel.set_busy(False)
+            self.refresh_layer()
+
+    def _on_predict_failed(self, request: PredictRequest, message: str) -> None:
+        if request.stem == self.stem:
+            self._window.layers_panel.set_busy(False, "Inference failed (see the log).")
+        self._window.report(f"inference for {request.stem} failed: {message}", error=True)
+
+    def _has_user_mask(self) -> bool:
+        doc = self._window.canvas.document()
+        return doc is not None and (doc.disk_mtime_ns is not None or doc.dirty or doc.can_undo)
+
+    def refresh_layer(self, *_signal_args: object) -> None:
+        """Recompute the overlay of the selected layer for the current image."""
+        w, stem, image = self._window, self.stem, self.image
+        panel, canvas = w.layers_panel, w.canvas
+        if not stem or image is None:
+            panel.set_note("")
+            canvas.set_overlay(None)
+            return
+        prediction = w.project.prediction(stem)
+        gt_path = w.project.gt_path(stem)
+        available = {"image"} | (set(PREDICTION_LAYERS) if prediction is not None else set())
+        if gt_path is not None:
+            available.add("gt")
+        panel.set_available(available)
+        layer = panel.layer()
+        if layer not in available:
+            panel.set_note(f"{dict(LAYERS)[layer]}: not available for this image (no prediction or ground truth yet).")
+            canvas.set_overlay(None)
+            return
+        if layer == "suggestion" and panel.mask_visible() and self._has_user_mask():
+            panel.set_note("Your mask is shown instead of the suggestion (untick 'Show edited mask' to compare).")
+            canvas.set_overlay(None)
+            return
+        gt = None
+        if layer == "gt":
+            try:
+                gt = load_mask(gt_path, shape=image.shape[:2])
+            except ImageLoadError as exc:
+                w.report(str(exc), error=True)
+        panel.set_note(layer_note(layer, prediction, panel.cam_class(), w.project.class_names))
+        canvas.set_overlay(layer_rgba(layer, image.shape[:2], prediction, panel.cam_class(), panel.colormap(), gt))
