@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ EXAMPLES = """examples:
   oste train demo --out runs/demo --iters 600 --resume
   oste eval runs/demo demo --json runs/demo/eval.json
   oste predict runs/demo demo --out predictions --cams
-  oste export runs/demo demo --out exports --format voc,labelme,cvat --what pseudo
+  oste export runs/demo demo --out exports --format voc,labelme,cvat
+  oste export runs/demo demo --out exports-fbe --what pseudo
   oste info
 """
 
@@ -74,10 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--format", default="voc", help="comma-separated: voc,labelme,cvat (default voc)")
-    p.add_argument("--what", choices=("pseudo", "seg"), default="pseudo", help="pseudo-labels or segmentation")
+    p.add_argument("--what", choices=("suggestion", "pseudo", "seg"), default="suggestion",
+                   help="suggestion (default): the full mask, background or one of the image's tags on every "
+                        "pixel; pseudo: the FBE pseudo-labels, 255 = unsure; seg: the segmentation branch")
     p.add_argument("--ignore-verified", action="store_true",
                    help="export predictions even where a user-verified mask exists (default: verified wins)")
-    p.add_argument("--cams", action="store_true", help="also write CAM heatmap PNGs")
+    p.add_argument("--cams", action="store_true", help="also write CAM heatmap PNGs of the predicted images")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.add_argument("--device", default="auto")
 
@@ -142,18 +146,39 @@ def train_with_progress(cfg, data: Path, out: Path, resume: bool = False) -> Pat
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(args)
+    if os.environ.get("RANK", "0") == "0":  # unreadable images are reported once training starts
+        from oste_core.data import open_folder
+
+        report_problems(open_folder(args.data).problems, args.out / "problems.txt", write=False)
     run = train_with_progress(cfg, args.data, args.out, resume=args.resume)
     print(f"run folder: {run}")
     return 0
 
 
 def _open(data: Path):
+    """The labelled folder with its unreadable images moved to ``problems`` (see `report_problems`)."""
     from oste_core.data import open_folder, validate_images
 
     folder = open_folder(data)
-    for problem in validate_images(folder):
-        print(f"skipped: {problem}", file=sys.stderr)
+    validate_images(folder)
     return folder
+
+
+def report_problems(problems: list[str], file: Path | None, write: bool = True) -> None:
+    """Summarise folder problems on stderr, per kind with the first examples, and point to
+    ``file``, which holds them all (written here unless ``write`` is False)."""
+    from oste_core.data import summarise_problems
+    from oste_core.utils.io import atomic_write_text
+
+    problems = list(dict.fromkeys(problems))
+    if not problems:
+        return
+    if file is not None and write:
+        atomic_write_text(file, "".join(f"{line}\n" for line in problems))
+    where = f"full list: {file}" if file is not None else "all of them are listed above"
+    print(f"{len(problems)} folder problem(s) ({where}):", file=sys.stderr)
+    lines = summarise_problems(problems, examples=3 if file is not None else len(problems))
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _predictions(run: Path, data: Path, device: str, desc: str):
@@ -164,8 +189,6 @@ def _predictions(run: Path, data: Path, device: str, desc: str):
     for sample, prediction in predictor.predict_folder(folder, on_progress=lambda done, total: bar.update(1)):
         yield folder, predictor, sample, prediction
     bar.close()
-    for problem in predictor.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
 
 
 def _load_run_and_folder(run: Path, data: Path, device: str):
@@ -197,6 +220,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise CliError(f"{out}: folder is not empty; pass --overwrite to replace its predictions")
     rows = ["image,uncertainty,mean_confidence"]
+    folder = predictor = None
     for folder, predictor, sample, prediction in _predictions(args.run, args.data, args.device, "predict"):
         save_palette_png(out / "pseudo" / f"{sample.stem}.png", prediction.pseudo_label)
         save_palette_png(out / "seg" / f"{sample.stem}.png", prediction.seg)
@@ -206,6 +230,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         load_image(sample.image_path, max_side=predictor.max_side))
     atomic_write_text(out / "summary.csv", "\n".join(rows) + "\n")
     print(f"wrote {len(rows) - 1} predictions to {out}")
+    if folder is not None:
+        report_problems(folder.problems + predictor.problems, out / "problems.txt")
     return 0
 
 
@@ -222,32 +248,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2))
         print(f"wrote {args.json}")
+    problems_file = args.json.with_name(f"{args.json.stem}-problems.txt") if args.json else None
+    report_problems(folder.problems + predictor.problems, problems_file)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from oste_core.data import load_image, load_mask
-    from oste_core.export import export_masks
+    """The same export as the GUI's (`export_folder`): verified masks at full resolution win."""
+    from tqdm import tqdm
+
+    from oste_core.data import load_image
+    from oste_core.export import FORMATS, export_folder
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    unknown = set(formats) - {"voc", "labelme", "cvat"}
-    if unknown:
-        raise CliError(f"unknown export format(s) {', '.join(sorted(unknown))}; use voc, labelme, cvat")
-    items, class_names = [], None
-    for folder, predictor, sample, prediction in _predictions(args.run, args.data, args.device, "predict"):
-        class_names = predictor.class_names
-        mask = prediction.pseudo_label if args.what == "pseudo" else prediction.seg
-        if sample.verified_mask is not None and not args.ignore_verified:
-            mask = load_mask(sample.verified_mask, shape=mask.shape)
-        items.append((sample, mask))
-        if args.cams:
-            _write_cams(args.out, sample, prediction, class_names,
-                        load_image(sample.image_path, max_side=predictor.max_side))
-    if class_names is None:
+    unknown = set(formats) - set(FORMATS)
+    if unknown or not formats:
+        raise CliError(f"unknown export format(s) {', '.join(sorted(unknown)) or args.format!r}; use voc, labelme, cvat")
+    predictor, folder = _load_run_and_folder(args.run, args.data, args.device)
+    if not folder.samples:
         raise CliError(f"{args.data}: no readable images to export")
-    summary = export_masks(items, args.out, class_names, formats=formats, overwrite=args.overwrite,
-                           image_root=args.data)
+
+    def write_cams(sample, prediction) -> None:
+        _write_cams(args.out, sample, prediction, predictor.class_names,
+                    load_image(sample.image_path, max_side=predictor.max_side))
+
+    with tqdm(total=len(folder.samples), desc="export", unit="img", disable=None) as bar:
+        summary = export_folder(folder, args.out, formats, what=args.what, predictor=predictor,
+                                prefer_verified=not args.ignore_verified, overwrite=args.overwrite,
+                                on_progress=lambda done, total: bar.update(1),
+                                on_prediction=write_cams if args.cams else None)
     print(summary)
+    report_problems(folder.problems + predictor.problems, args.out / "problems.txt")
     return 0
 
 
@@ -313,6 +344,7 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None, n: int = 64
     summary = export_masks(items, out / "export", predictor.class_names, formats=("voc", "labelme"),
                            overwrite=True, image_root=data)
     print(summary)
+    report_problems(folder.problems + predictor.problems, out / "export" / "problems.txt")
     return 0
 
 

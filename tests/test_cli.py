@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,7 +81,7 @@ def test_export_uses_verified_masks(trained, demo_folder, tmp_path):
     verified[10:30, 10:30] = 1
     save_palette_png(data / "verified" / f"{sample.stem}.png", verified)
     export = tmp_path / "export"
-    assert main(["export", str(trained), str(data), "--out", str(export), "--device", "cpu"]) == 0
+    assert main(["export", str(trained), str(data), "--out", str(export), "--what", "pseudo", "--device", "cpu"]) == 0
     png = next(p for p in export.rglob("*.png") if p.stem == sample.stem)
     assert np.array_equal(load_mask(png), verified)
 
@@ -110,3 +111,64 @@ def test_headless_demo_trains_evaluates_and_exports_every_image_once(tmp_path, c
     assert "images evaluated: 6" in out
     assert len(list((tmp_path / "export" / "voc" / "SegmentationClass").glob("*.png"))) == 6
     assert len(list((tmp_path / "export" / "labelme").glob("*.json"))) == 6
+
+
+def _project_with_a_big_image(demo_folder, root, size=(2000, 1500)):
+    """Two demo images plus a big photo-sized one, tagged with the demo's first class."""
+    import shutil
+
+    root.mkdir(parents=True)
+    for name in ("classes.txt", "demo_0000.png", "demo_0001.png"):
+        shutil.copy(demo_folder / name, root / name)
+    rows = [line for line in (demo_folder / "tags.csv").read_text().splitlines()[1:3]]
+    tag = (demo_folder / "classes.txt").read_text().split()[0]
+    (root / "images").mkdir()
+    Image.new("RGB", size, (120, 90, 60)).save(root / "images" / "big.png")
+    (root / "tags.csv").write_text("\n".join(["image,tags", *rows, f"images/big.png,{tag}"]) + "\n")
+    return root
+
+
+def test_export_keeps_verified_masks_at_full_resolution_and_upscales_predictions(trained, demo_folder, tmp_path):
+    """A 2000x1500 image whose verified mask has a small region: every pixel is exported as verified;
+    without the verified mask, the prediction (made at 1024 px) is enlarged to 2000x1500."""
+    from oste_core.export import save_palette_png
+
+    data = _project_with_a_big_image(demo_folder, tmp_path / "data")
+    verified = np.zeros((1500, 2000), np.uint8)
+    cv2.circle(verified, (1200, 400), 25, 1, -1)
+    save_palette_png(data / "verified" / "big.png", verified)
+    export = tmp_path / "export"
+    assert main(["export", str(trained), str(data), "--out", str(export), "--what", "seg",
+                 "--format", "voc,labelme,cvat", "--device", "cpu"]) == 0
+    exported = load_mask(export / "voc" / "SegmentationClass" / "big.png")
+    assert exported.shape == (1500, 2000)
+    assert int((exported == 1).sum()) == int((verified == 1).sum()) == 1961
+    assert np.array_equal(exported, verified)
+    predicted = tmp_path / "predicted"
+    assert main(["export", str(trained), str(data), "--out", str(predicted), "--what", "seg",
+                 "--ignore-verified", "--device", "cpu"]) == 0
+    mask = load_mask(predicted / "voc" / "SegmentationClass" / "big.png")
+    assert mask.shape == (1500, 2000) and set(np.unique(mask)) <= {0, 1}
+
+
+def test_every_folder_problem_is_summarised_on_the_console(trained, demo_folder, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_folder, data)
+    (data / "a").mkdir()
+    shutil.copy(data / "demo_0003.png", data / "a" / "demo_0003.png")  # same file stem as demo_0003.png
+    (data / "broken.png").write_bytes(b"not a png")
+    rows = (data / "tags.csv").read_text().splitlines()
+    rows += ["gone.png,", "gone2.png,", rows[1], "broken.png,", "a/demo_0003.png,"]
+    (data / "tags.csv").write_text("\n".join(rows) + "\n")
+    export = tmp_path / "export"
+    capsys.readouterr()
+    assert main(["export", str(trained), str(data), "--out", str(export), "--what", "pseudo", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"6 folder problem(s) (full list: {export / 'problems.txt'})" in err
+    for kind, count in (("missing file", 2), ("duplicate row", 1), ("stem collision", 2), ("unreadable image", 1)):
+        assert f"  {kind}: {count}\n" in err, kind
+    assert "gone.png" in err and "broken.png" in err and "a/demo_0003.png" in err
+    listed = (export / "problems.txt").read_text().splitlines()
+    assert len(listed) == 6 and any("gone2.png" in line for line in listed)
