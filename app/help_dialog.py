@@ -60,9 +60,9 @@ def legend_rows(class_names: list[str]) -> list[tuple[np.ndarray, str]]:
     rows = [
         (label_rgba(patch + UNSURE), "Hatching (white/grey stripes): unsure (255), ignored by training and "
                                      "left for you to decide"),
-        (label_rgba(patch + BACKGROUND, background_alpha=150), "Darkened: background (0) in the suggestion, "
-                                                                "pseudo-label, segmentation and ground truth"),
-        (label_rgba(patch + BACKGROUND), "Unchanged image under your edited mask: background (0)"),
+        (label_rgba(patch + BACKGROUND, background_alpha=150),
+         "Darkened: background (0) in the suggestion, pseudo-label, segmentation and ground truth layers "
+         "(in your edited mask, background is left clear)"),
         (heatmap_rgba(np.tile(np.linspace(0, 1, SWATCH, dtype=np.float32), (SWATCH, 1))),
          "CAM heatmap: blue = no activation, red = strongest activation of the chosen class"),
     ]
@@ -100,6 +100,7 @@ class HelpDialog(QDialog):
         table = QTableWidget(len(rows), 2)
         table.setHorizontalHeaderLabels(["Keys", "Action"])
         table.verticalHeader().hide()
+        table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
         table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         table.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
         for row, (keys, text) in enumerate(rows):
@@ -113,7 +114,9 @@ class HelpDialog(QDialog):
     def set_classes(self, class_names: list[str]) -> None:
         """Redraw the legend for the open project's classes."""
         while self._legend_grid.count():
-            self._legend_grid.takeAt(0).widget().deleteLater()
+            old = self._legend_grid.takeAt(0).widget()
+            old.hide()
+            old.deleteLater()
         for row, (rgba, text) in enumerate(legend_rows(class_names)):
             swatch = QLabel()
             swatch.setPixmap(_swatch(rgba))

@@ -285,16 +285,19 @@ class MainWindow(QMainWindow):
         names = self.project.class_names
         self.tags_panel.set_classes(names)
         self.image_list.set_class_names(names)
-        stem = self.view.stem
-        if stem:
-            self.tags_panel.set_image(stem, self.project.tags(stem))
+        if self.view.stem:
+            self._show_tags(self.view.stem)
         self._update_class_pickers()
+
+    def _show_tags(self, stem: str) -> None:
+        self.tags_panel.set_image(stem or None, self.project.tags(stem) if stem else [],
+                                  self.project.entry(stem).display_name if stem else "")
 
     def current_stem(self) -> str:
         return self.view.stem
 
     def _on_image_changed(self, stem: str) -> None:
-        self.tags_panel.set_image(stem or None, self.project.tags(stem) if stem else [])
+        self._show_tags(stem)
         if stem:
             self._update_class_pickers()
 

@@ -84,10 +84,11 @@ class TagsPanel(QWidget):
         self._ticked &= set(class_names)
         self._render()
 
-    def set_image(self, stem: str | None, tags: list[str]) -> None:
-        """Show the tags of image ``stem`` (None: nothing selected); its undo stack becomes active."""
+    def set_image(self, stem: str | None, tags: list[str], name: str = "") -> None:
+        """Show the tags of image ``stem`` (None: nothing selected), titled with its file ``name``;
+        the image's undo stack becomes active."""
         self.setEnabled(stem is not None)
-        self._title.setText(f"Tags of <b>{stem}</b>" if stem else "No image")
+        self._title.setText(f"Tags of <b>{name or stem}</b>" if stem else "No image")
         if stem != self._stem:
             self._stem = stem
             self.undo_group.setActiveStack(self._stack(stem) if stem else None)
