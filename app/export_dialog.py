@@ -1,8 +1,11 @@
-"""Export dialog over the core `export_masks`: target folder, formats, mask source, progress, summary.
+"""Export dialog over the core `export_folder` (the export ``oste export`` runs): target folder,
+formats, mask source, progress, summary.
 
 The export runs in a background thread. An existing export is only replaced after asking
 (`ExportExistsError` -> question -> rerun with ``overwrite=True``), and the target may never be
-the project's ``verified/`` folder.
+the project's ``verified/`` folder. The default source is the suggestion, a full mask an
+annotator can accept; the FBE pseudo-labels leave unsure pixels (255), which labelme gets as
+``__ignore__`` and CVAT as a label ``unsure`` (the note under the formats says so).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QMessageBox,
     QPlainTextEdit,
@@ -31,18 +35,23 @@ from app.style import icon
 from app.workers import ExportWorker, start_thread
 from oste_core.data import LabelledFolder
 from oste_core.engine.predictor import Predictor
-from oste_core.export import ExportSummary
+from oste_core.export import CVAT_UNSURE_NOTE, ExportSummary
 
 FORMATS = [("voc", "VOC palette PNG"), ("labelme", "labelme JSON"), ("cvat", "CVAT zip")]
-SOURCES = [("pseudo_label", "Pseudo-labels (FBE)"), ("seg", "Segmentation prediction"),
-           ("verified", "Verified masks only")]
+# keys are oste_core.export.SOURCES, as ``oste export --what`` takes them
+SOURCES = [("suggestion", "Suggestion (full mask)"), ("pseudo", "Pseudo-labels (FBE, with unsure pixels)"),
+           ("seg", "Segmentation prediction"), ("verified", "Verified masks only")]
+UNSURE_NOTE = {
+    "pseudo": "Unsure pixels (255) stay unsure: VOC 255, labelme __ignore__; " + CVAT_UNSURE_NOTE + ".",
+    "verified": "Unsure pixels you painted stay unsure: VOC 255, labelme __ignore__; " + CVAT_UNSURE_NOTE + ".",
+}
 
 
 def describe_summary(summary: ExportSummary) -> str:
-    """First line: where and how many per format; then every skipped image and problem."""
+    """First line: where and how many per format; then every skipped image, problem and note."""
     counts = ", ".join(f"{fmt} {count}" for fmt, count in summary.counts.items())
     lines = [f"Exported to {summary.out_dir}: {counts} image(s); {len(summary.skipped)} skipped"]
-    lines += [f"skipped: {line}" for line in summary.skipped] + summary.problems
+    lines += [f"skipped: {line}" for line in summary.skipped] + summary.problems + summary.notes
     return "\n".join(lines)
 
 
@@ -79,16 +88,19 @@ class ExportDialog(QDialog):
             self.source.addItem(title, key)
         self.prefer_verified = QCheckBox("Use verified masks where present")
         self.prefer_verified.setChecked(True)
-        self.source.currentIndexChanged.connect(
-            lambda _i: self.prefer_verified.setEnabled(self.source.currentData() != "verified"))
+        self.unsure_note = QLabel()
+        self.unsure_note.setWordWrap(True)
+        self.source.currentIndexChanged.connect(lambda _i: self._on_source_changed())
         if predictor is None:
             self.source.setCurrentIndex(self.source.findData("verified"))
+        self._on_source_changed()
 
         form = QFormLayout()
         form.addRow("Target folder", target_row)
         form.addRow("Formats", format_row)
         form.addRow("Masks", self.source)
         form.addRow("", self.prefer_verified)
+        form.addRow("", self.unsure_note)
         self.progress = QProgressBar()
         self.progress.setValue(0)
         self.summary = QPlainTextEdit()
@@ -106,6 +118,12 @@ class ExportDialog(QDialog):
         layout.addWidget(self.progress)
         layout.addWidget(self.summary)
         layout.addWidget(self.buttons)
+
+    def _on_source_changed(self) -> None:
+        source = self.source.currentData()
+        self.prefer_verified.setEnabled(source != "verified")
+        self.unsure_note.setText(UNSURE_NOTE.get(source, ""))
+        self.unsure_note.setVisible(source in UNSURE_NOTE)
 
     def _browse(self) -> None:
         chosen = QFileDialog.getExistingDirectory(self, "Export to", self.target.text())
@@ -139,7 +157,6 @@ class ExportDialog(QDialog):
             return False
         worker = ExportWorker(self._folder, self._predictor, self.source.currentData(),
                               self.prefer_verified.isChecked(), out_dir, self.formats(), overwrite)
-        worker.phase.connect(self._on_phase)
         worker.progress.connect(self._on_progress)
         worker.finished.connect(self._on_finished)
         worker.exists.connect(self._on_exists)
@@ -162,12 +179,10 @@ class ExportDialog(QDialog):
         for widget in (self.target, self.source, self.prefer_verified, self.export_button, *self.format_boxes.values()):
             widget.setEnabled(enabled)
         if enabled:
-            self.prefer_verified.setEnabled(self.source.currentData() != "verified")
-
-    def _on_phase(self, phase: str) -> None:
-        self.progress.setFormat("preparing masks %v / %m" if phase == "masks" else "writing %v / %m")
+            self._on_source_changed()
 
     def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setFormat("exporting %v / %m")
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
 

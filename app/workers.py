@@ -3,7 +3,7 @@
 * `TrainWorker`: runs the core `Trainer`, a full run or a short update (cooperative stop via `Trainer.cancel`).
 * `InferenceClient`: one long-lived thread with a `Predictor`; single-image predictions (stale
   requests are skipped) and the review-order scan over the folder (`Predictor.predict_folder`).
-* `ExportWorker`: builds the masks to export and calls the core `export_masks`.
+* `ExportWorker`: runs the core `export_folder` (the export ``oste export`` runs).
 * `ValidationWorker`: decodes every image once, so unreadable ones get their error badge early.
 
 The workers never touch widgets; every result crosses back to the GUI thread as a queued signal.
@@ -18,11 +18,11 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from oste_core.config import OSTEConfig
-from oste_core.data import ImageLoadError, LabelledFolder, Sample, check_image, load_image, load_mask
-from oste_core.editing import uncertainty_score, verified_path
+from oste_core.data import ImageLoadError, LabelledFolder, check_image, load_image
+from oste_core.editing import uncertainty_score
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.trainer import Trainer, TrainEvent
-from oste_core.export import ExportExistsError, check_export_targets, export_masks
+from oste_core.export import ExportExistsError, export_folder
 
 
 def describe(exc: BaseException) -> str:
@@ -265,14 +265,9 @@ class InferenceClient(QObject):
 
 
 class ExportWorker(QObject):
-    """Exports one source of masks with the core exporter; `exists` when the target is not empty.
+    """Runs the core `export_folder`, the same export as ``oste export``; `exists` when the
+    target already holds an export (checked before any prediction runs)."""
 
-    The targets are checked (`check_export_targets`) before any prediction runs, so an existing
-    export is reported at once; then the masks are prepared (progress phase "masks") and written
-    by `export_masks` (phase "writing").
-    """
-
-    phase = Signal(str)
     progress = Signal(int, int)
     finished = Signal(object)  # ExportSummary
     exists = Signal(str)  # message of ExportExistsError: ask, then rerun with overwrite=True
@@ -282,52 +277,20 @@ class ExportWorker(QObject):
                  out_dir: Path, formats: tuple[str, ...], overwrite: bool) -> None:
         super().__init__()
         self._folder, self._predictor = folder, predictor
-        self._source, self._prefer_verified = source, prefer_verified
+        self._source, self._prefer_verified = source, prefer_verified  # source: one of oste_core.export.SOURCES
         self._out_dir, self._formats, self._overwrite = out_dir, formats, overwrite
-        self.skipped: list[str] = []
-
-    def _verified(self, sample: Sample) -> Path | None:
-        path = verified_path(self._folder.root, sample.stem)
-        return path if path.is_file() else None
-
-    def samples(self) -> list[Sample]:
-        """The samples this export covers (only those with a verified mask for source "verified")."""
-        if self._source == "verified":
-            return [s for s in self._folder.samples if self._verified(s) is not None]
-        return list(self._folder.samples)
-
-    def masks(self, samples: list[Sample]) -> list[tuple[Sample, np.ndarray]]:
-        """(sample, mask) pairs; verified masks win where present (if asked); unreadable images are skipped."""
-        items: list[tuple[Sample, np.ndarray]] = []
-        for done, sample in enumerate(samples, start=1):
-            verified = self._verified(sample)
-            try:
-                if verified is not None and (self._source == "verified" or self._prefer_verified):
-                    items.append((sample, load_mask(verified)))
-                else:
-                    prediction = self._predictor.predict_sample(self._folder, sample)
-                    items.append((sample, getattr(prediction, self._source)))
-            except ImageLoadError as exc:
-                self.skipped.append(str(exc))
-            self.progress.emit(done, len(samples))
-        return items
 
     @Slot()
     def run(self) -> None:
         try:
-            samples = self.samples()
-            check_export_targets(samples, self._out_dir, self._formats, self._overwrite)
-            self.phase.emit("masks")
-            items = self.masks(samples)
-            self.phase.emit("writing")
-            summary = export_masks(items, self._out_dir, self._folder.class_names, formats=self._formats,
-                                   overwrite=self._overwrite, on_progress=self.progress.emit)
+            summary = export_folder(self._folder, self._out_dir, self._formats, what=self._source,
+                                    predictor=self._predictor, prefer_verified=self._prefer_verified,
+                                    overwrite=self._overwrite, on_progress=self.progress.emit)
         except ExportExistsError as exc:
             self.exists.emit(describe(exc))
         except Exception as exc:  # noqa: BLE001 - shown in the dialog
             self.failed.emit(describe(exc))
         else:
-            summary.skipped[:0] = self.skipped
             self.finished.emit(summary)
 
 
