@@ -220,7 +220,7 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     dialog = window.show_export_dialog()
     out = tmp_path / "export"
     dialog.target.setText(str(out))
-    dialog.source.setCurrentIndex(dialog.source.findData("pseudo_label"))
+    dialog.source.setCurrentIndex(dialog.source.findData("pseudo"))
     dialog.prefer_verified.setChecked(False)
     assert dialog.formats() == ("voc",)
     dialog.export_button.click()
