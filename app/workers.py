@@ -14,7 +14,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from oste_core.config import OSTEConfig
