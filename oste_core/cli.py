@@ -258,12 +258,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from oste_core.data import load_image
-    from oste_core.export import FORMATS, export_folder
+    from oste_core.export import check_formats, export_folder
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    unknown = set(formats) - set(FORMATS)
-    if unknown or not formats:
-        raise CliError(f"unknown export format(s) {', '.join(sorted(unknown)) or args.format!r}; use voc, labelme, cvat")
+    formats = check_formats([f.strip() for f in args.format.split(",") if f.strip()])  # before the slow part
     predictor, folder = _load_run_and_folder(args.run, args.data, args.device)
     if not folder.samples:
         raise CliError(f"{args.data}: no readable images to export")

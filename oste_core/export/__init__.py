@@ -23,7 +23,7 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -37,6 +37,7 @@ from oste_core.utils.io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from oste_core.data.folder import LabelledFolder, Sample
+    from oste_core.engine.predictor import Prediction, Predictor
 
 FORMATS = ("voc", "labelme", "cvat")
 VERIFIED_DIR = "verified"
@@ -55,6 +56,7 @@ __all__ = [
     "PREDICTION_FIELDS",
     "SOURCES",
     "check_export_targets",
+    "check_formats",
     "colorize",
     "export_folder",
     "export_masks",
@@ -95,7 +97,8 @@ class ExportSummary:
         return "\n".join(lines + [f"  note: {line}" for line in self.notes])
 
 
-def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """The formats without repeats; ValueError naming the unknown ones."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ValueError(f"unknown export format(s) {unknown or list(formats)}; choose from {', '.join(FORMATS)}")
@@ -106,7 +109,7 @@ def export_targets(samples: Sequence["Sample"], out_dir: str | Path, formats: Se
     """Every file an export of ``samples`` in ``formats`` would write."""
     out_dir = Path(out_dir)
     targets: list[Path] = []
-    for fmt in _check_formats(formats):
+    for fmt in check_formats(formats):
         if fmt == "voc":
             targets += [voc_mask_path(out_dir, s.stem) for s in samples] + voc_list_paths(out_dir)
         elif fmt == "labelme":
@@ -256,7 +259,7 @@ def export_masks(
     (their size is needed) or masks with bad values are skipped and reported in the summary.
     The items are read into a list first (the targets are checked before anything is written).
     """
-    formats = _check_formats(formats)
+    formats = check_formats(formats)
     out_dir = Path(out_dir)
     items = list(items)
     check_export_targets([sample for sample, _ in items], out_dir, formats, overwrite)
@@ -277,16 +280,15 @@ def export_folder(
     out_dir: str | Path,
     formats: Sequence[str] = ("voc",),
     what: str = "suggestion",
-    predictor: Any = None,
+    predictor: "Predictor | None" = None,
     prefer_verified: bool = True,
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
-    on_prediction: Callable[["Sample", Any], None] | None = None,
+    on_prediction: Callable[["Sample", "Prediction"], None] | None = None,
 ) -> ExportSummary:
     """Export every sample of ``folder`` (see the module docstring for ``what``).
 
-    ``predictor`` (an `oste_core.engine.predictor.Predictor` of the folder's classes) is needed
-    unless ``what == "verified"``, which exports only the images that have a verified mask.
+    ``predictor`` (of the folder's classes) is needed unless ``what == "verified"``, which exports only the images that have a verified mask.
     A verified mask is exported at its own resolution; with ``prefer_verified`` it replaces the
     prediction. ``on_prediction(sample, prediction)`` sees each prediction made (e.g. to write
     CAMs). Unreadable images or masks are skipped and listed in the summary.
@@ -295,16 +297,15 @@ def export_folder(
         raise ValueError(f"unknown mask source {what!r}; choose from {', '.join(SOURCES)}")
     if what != "verified" and predictor is None:
         raise ValueError(f"exporting {what} masks needs a trained run; without one, export the verified masks only")
-    formats = _check_formats(formats)
+    formats = check_formats(formats)
     out_dir = Path(out_dir)
-    verified = {id(s): verified_file(folder, s) for s in folder.samples}
-    samples = [s for s in folder.samples if what != "verified" or verified[id(s)] is not None]
-    check_export_targets(samples, out_dir, formats, overwrite)
+    jobs = [(s, verified_file(folder, s)) for s in folder.samples]
+    jobs = [(s, path) for s, path in jobs if what != "verified" or path is not None]
+    check_export_targets([s for s, _ in jobs], out_dir, formats, overwrite)
     summary = ExportSummary(out_dir, {fmt: 0 for fmt in formats})
 
     def masks() -> Iterator[tuple["Sample", np.ndarray | None]]:
-        for sample in samples:
-            path = verified[id(sample)]
+        for sample, path in jobs:
             try:
                 if path is not None and (what == "verified" or prefer_verified):
                     mask = load_mask(path)
@@ -318,7 +319,7 @@ def export_folder(
                 mask = None
             yield sample, mask
 
-    return _write(masks(), len(samples), out_dir, folder.class_names, formats, on_progress, None, summary)
+    return _write(masks(), len(jobs), out_dir, folder.class_names, formats, on_progress, None, summary)
 
 
 def save_heatmap_png(path: str | Path, cam: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.5) -> Path:
