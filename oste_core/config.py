@@ -37,6 +37,7 @@ class ModelConfig:
     crf_backend: str = "auto"  # "pydensecrf", "torch", or "auto"
     crf_iters: int = 10
     seg_head_dim: int = 128
+    suggestion_seg_weight: float = 0.5  # full-mask suggestion: seg probabilities vs FBE scores (suggestion.py)
 
 
 @dataclass
@@ -76,11 +77,14 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     device: str = "auto"
     seed: int = 0
+    freeze_backbone: bool = False  # the fast mode: ImageNet backbone frozen, heads trained on cached features
+    fast_max_side: int = 320  # fast mode: longest side of the images the cached features are computed at
+    update_lr_mult: float = 0.5  # `oste update`: constant lr = lr * this (the run's schedule has ended)
     workers: int = 4  # data-loader processes (the CPU preset uses 0: the training step needs the cores)
     crf_workers: int = 0  # >0: a process pool for the pydensecrf backend
     max_side: int = 1024  # images are downscaled on load to this longest side
     checkpoint_every: int = 500
-    log_every: int = 10
+    log_every: int = 10  # progress also comes at least every PROGRESS_EVERY_S seconds (trainer.py)
 
 
 @dataclass

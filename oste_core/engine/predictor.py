@@ -1,28 +1,37 @@
-"""Inference from a trained run: CAMs, FBE pseudo-labels, segmentation and confidence per image.
+"""Inference from a trained run: CAMs, FBE pseudo-labels, segmentation, the full-mask suggestion.
 
-The segmentation prediction is restricted to the image's tags plus background when tags are
-known (an annotation assistant knows them; the paper's test protocol does not, pass ``tags=None``
-to predict over all classes). Results are cached per image key (LRU).
+The segmentation prediction and the suggestion are restricted to the image's tags plus background when
+tags are known (an annotation assistant knows them; the paper's test protocol does not, pass
+``tags=None`` to predict over all classes). A run trained in the fast mode (frozen backbone) predicts
+from the run's feature cache at the fast mode's working size, one scale, as it was trained; other runs
+use multi-scale + flip inference (Eq 2). Results are cached (LRU) under a key of everything that changes
+them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from oste_core.config import OSTEConfig
-from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image
+from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image, load_mask
+from oste_core.engine.feature_cache import FeatureCache, backbone_identity, resize_to_working
 from oste_core.engine.trainer import CHECKPOINT, FINAL_MODEL
 from oste_core.models import OSTEModel
 from oste_core.models.modules.crf import make_crf
+from oste_core.models.modules.cam import resize_maps
 from oste_core.models.modules.fbe import make_pseudo_labels
+from oste_core.models.modules.suggestion import make_suggestion
 from oste_core.utils.device import pick_device
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,8 @@ class Prediction:
     pseudo_label: np.ndarray  # (H, W) uint8, 0 background, 1..K classes, 255 unsure
     seg: np.ndarray  # (H, W) uint8 segmentation prediction
     confidence: np.ndarray  # (H, W) float32, softmax max of the segmentation branch
+    suggestion: np.ndarray  # (H, W) uint8, every pixel background or a tag (a verified mask wins): suggestion.py
+    suggestion_confidence: np.ndarray  # (H, W) float32 in [0, 1]
     tags: list[int]  # 1-based class indices used
 
     @property
@@ -51,6 +62,13 @@ class Prediction:
 def _normalise_per_class(cams: torch.Tensor) -> torch.Tensor:
     peak = cams.flatten(1).amax(dim=1).clamp_min(1e-6)
     return (cams / peak[:, None, None]).clamp(0, 1)
+
+
+def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label mask at ``size`` (H, W), nearest neighbour."""
+    if mask.shape == size:
+        return mask
+    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def find_weights(run_dir: Path) -> Path:
@@ -65,7 +83,7 @@ class Predictor:
     """Loads a run and predicts masks for single images or a whole folder."""
 
     def __init__(self, model: OSTEModel, cfg: OSTEConfig, class_names: list[str], device: torch.device,
-                 cache_size: int = 16) -> None:
+                 cache_size: int = 16, run_dir: str | Path | None = None, weights_stamp: str = "") -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.class_names = class_names
@@ -74,7 +92,13 @@ class Predictor:
         self.scales = tuple(cfg.model.cam_scales)
         self.max_side = cfg.train.max_side
         self.problems: list[str] = []
-        self._cache: OrderedDict[str, Prediction] = OrderedDict()
+        self.weights_stamp = weights_stamp  # part of every cache key: an updated run predicts anew
+        self.feature_cache = None
+        if cfg.train.freeze_backbone:
+            cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
+            self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
+                                              cfg.train.max_side, device, keep_in_memory_mb=256.0)
+        self._cache: OrderedDict[tuple, Prediction] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -98,7 +122,9 @@ class Predictor:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise RunError(f"{weights}: weights do not match the saved config ({exc})") from exc
-        return cls(model.to(torch_device), cfg, class_names, torch_device)
+        stat = weights.stat()
+        return cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
+                   weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}")
 
     @property
     def num_classes(self) -> int:
@@ -109,26 +135,51 @@ class Predictor:
             self._cache.clear()
 
     @torch.no_grad()
-    def predict(self, image: np.ndarray, tags: list[int] | None, key: str | None = None) -> Prediction:
-        """Predict one (H, W, 3) uint8 RGB image; ``tags`` are 1-based class indices (None = unknown)."""
+    def predict(self, image: np.ndarray, tags: list[int] | None, key: str | None = None,
+                verified: np.ndarray | None = None, image_path: str | Path | None = None) -> Prediction:
+        """Predict one (H, W, 3) uint8 RGB image; ``tags`` are 1-based class indices (None = unknown).
+
+        ``verified``: the image's verified mask (it wins in the suggestion); ``image_path`` lets a fast-mode
+        run reuse the image's cached features; ``key`` names the image in the result cache.
+        """
+        cache_key = None
+        if key is not None:
+            verified_id = None if verified is None else hashlib.sha1(verified.tobytes()).hexdigest()
+            cache_key = (key, None if tags is None else tuple(tags), verified_id, self.weights_stamp)
         with self._lock:
-            if key is not None and key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-            prediction = self._predict(image, tags)
-            if key is not None:
-                self._cache[key] = prediction
+            if cache_key is not None and cache_key in self._cache:
+                self._cache.move_to_end(cache_key)
+                return self._cache[cache_key]
+            prediction = self._predict(image, tags, verified, image_path)
+            if cache_key is not None:
+                self._cache[cache_key] = prediction
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
             return prediction
 
-    def _predict(self, image: np.ndarray, tags: list[int] | None) -> Prediction:
-        backbone = self.model.backbone
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(self.device)
-        mean = torch.tensor(backbone.input_mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(backbone.input_std, device=self.device).view(1, 3, 1, 1)
-        x = (pixels.float() / 255.0 - mean) / std
-        out = self.model.infer_cams(x, scales=self.scales, flip=True)
+    def _maps(self, image: np.ndarray, image_path: str | Path | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The image as (1, 3, H, W) uint8 and the model's maps at that size (see ``OSTEModel.infer_cams``)."""
+        if self.feature_cache is None:
+            pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(self.device)
+            backbone = self.model.backbone
+            mean = torch.tensor(backbone.input_mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(backbone.input_std, device=self.device).view(1, 3, 1, 1)
+            return pixels, self.model.infer_cams((pixels.float() / 255.0 - mean) / std, scales=self.scales, flip=True)
+        if image_path is not None:
+            features = self.feature_cache.get(image_path)
+        else:
+            features = self.feature_cache.compute(resize_to_working(image, self.feature_cache.max_side))
+        pixels = features.image_uint8[None].to(self.device)
+        size = tuple(pixels.shape[-2:])
+        stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)
+        out = self.model.forward_features(stages, features.tile_batch(self.device), size)
+        maps = {key: out[key] for key in ("cam", "enhanced_cam", "seg_logits")}
+        maps["merged_cam"] = out["merged_cam"] if "merged_cam" in out else torch.zeros_like(out["cam"])
+        return pixels, {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
+
+    def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
+                 image_path: str | Path | None) -> Prediction:
+        pixels, out = self._maps(image, image_path)
         seg_logits = out["seg_logits"].float()
         if tags is None:  # unknown tags: take the classes the segmentation branch finds
             seg_all = seg_logits.argmax(0)
@@ -143,17 +194,29 @@ class Predictor:
         if tags:
             multi_hot[0, [k - 1 for k in tags]] = 1.0
         pseudo = make_pseudo_labels(out["enhanced_cam"][None].float(), pixels, multi_hot, self.cfg.model, self.crf)[0]
+        if verified is not None:
+            verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
+        suggestion, suggestion_confidence = make_suggestion(
+            seg_logits, out["enhanced_cam"].float(), pixels[0], list(tags), pseudo, self.cfg.model, self.crf, verified)
         as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731
         return Prediction(
             cam=as_np(out["cam"]), merged_cam=as_np(out["merged_cam"]), enhanced_cam=as_np(out["enhanced_cam"]),
             pseudo_label=pseudo.to(torch.uint8).cpu().numpy(), seg=seg.to(torch.uint8).cpu().numpy(),
-            confidence=confidence.cpu().numpy().astype(np.float32), tags=list(tags),
+            confidence=confidence.cpu().numpy().astype(np.float32),
+            suggestion=suggestion.to(torch.uint8).cpu().numpy(),
+            suggestion_confidence=suggestion_confidence.cpu().numpy().astype(np.float32), tags=list(tags),
         )
 
     def predict_sample(self, folder: LabelledFolder, sample: Sample) -> Prediction:
-        """Load one sample of a folder (downscaled to the run's max side) and predict it, cached by its stem."""
+        """Load one sample of a folder (downscaled to the run's max side) and predict it, its verified mask
+        (if any) winning in the suggestion; cached by its stem, tags, verified mask and the run's weights."""
         image = load_image(sample.image_path, max_side=self.max_side)
-        return self.predict(image, folder.tag_indices(sample), key=sample.stem)
+        verified = None
+        if sample.verified_mask is not None and sample.verified_mask.exists():
+            verified = load_mask(sample.verified_mask)
+            verified[(verified > self.num_classes) & (verified != 255)] = 255
+        return self.predict(image, folder.tag_indices(sample), key=sample.stem, verified=verified,
+                            image_path=sample.image_path)
 
     def predict_folder(
         self,

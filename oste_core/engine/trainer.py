@@ -10,6 +10,7 @@ that were skipped), ``metrics.jsonl``, ``checkpoint.pt`` (latest, for resume) an
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -22,12 +23,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, default_collate
 
 from oste_core import __version__
 from oste_core.config import OSTEConfig
-from oste_core.data import LabelledFolder, TrainDataset, open_folder, seed_worker, validate_images
+from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset, load_mask, open_folder, seed_worker,
+                             validate_images)
 from oste_core.engine import distributed as dist_utils
+from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.losses import compute_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.crf import make_crf
@@ -37,6 +40,7 @@ from oste_core.utils.io import atomic_path, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
+PROGRESS_EVERY_S = 1.0  # a progress event at least this often, whatever train.log_every says
 
 
 class TrainingError(RuntimeError):
@@ -120,6 +124,33 @@ class PhaseTimer:
     def _sync(self) -> None:
         if self.enabled and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def folder_tags(folder: LabelledFolder, sample: Sample, device: torch.device) -> torch.Tensor:
+    """The sample's tags as a (K,) multi-hot float tensor."""
+    tags = torch.zeros(folder.num_classes, device=device)
+    indices = folder.tag_indices(sample)
+    if indices:
+        tags[[k - 1 for k in indices]] = 1.0
+    return tags
+
+
+class VerifiedMasks:
+    """Verified masks of a folder at a given size (nearest), loaded once; labels past the classes become 255."""
+
+    def __init__(self, folder: LabelledFolder) -> None:
+        self.folder = folder
+        self._masks: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
+
+    def get(self, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
+        if sample.verified_mask is None:
+            return None
+        key = (sample.stem, size)
+        if key not in self._masks:
+            mask = load_mask(sample.verified_mask, shape=size)
+            mask[(mask > self.folder.num_classes) & (mask != 255)] = 255
+            self._masks[key] = mask
+        return self._masks[key]
 
 
 class Trainer:
@@ -219,18 +250,32 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self, resume: bool = False) -> Path:
         """Train to ``cfg.train.iters`` (or until cancelled); return the run folder."""
+        return self._with_device(lambda device: self._train(device, resume=resume))
+
+    def run_update(self, budget_s: float = 45.0) -> Path:
+        """Continue a finished (or stopped) run for about ``budget_s`` seconds, the verified masks as full
+        supervision: every batch holds the verified images (up to half of it) and the rest at random,
+        at a constant lr (``train.lr * train.update_lr_mult``). ``model.pt`` is replaced at the end.
+
+        With ``train.freeze_backbone`` (the fast mode) the features are cached, so an update of a CPU run
+        costs the heads only. Emits the same events as ``run``; ``cancel()`` keeps the weights as they were.
+        """
+        if budget_s <= 0:
+            raise TrainingError(f"the update budget must be positive, got {budget_s} s")
+        return self._with_device(lambda device: self._train(device, update_budget_s=budget_s))
+
+    def _with_device(self, train: Callable[[torch.device], Path]) -> Path:
         requested = pick_device(self.cfg.train.device)
         self.dist = dist_utils.init_distributed(requested)
         self._crf = None
         try:
-            return self._run(resume, dist_utils.local_device(requested, self.dist))
+            return train(dist_utils.local_device(requested, self.dist))
         finally:
             if self._crf is not None:
                 self._crf.close()  # shuts down the pydensecrf process pool, if any
             dist_utils.cleanup(self.dist)
 
-    def _run(self, resume: bool, device: torch.device) -> Path:
-        self.device = device
+    def _open_folder(self) -> LabelledFolder:
         folder = open_folder(self.data_dir)
         bad = validate_images(folder)
         if bad:
@@ -239,79 +284,79 @@ class Trainer:
             raise TrainingError(f"{self.data_dir}: no readable images to train on")
         if not folder.class_names:
             raise TrainingError(f"{self.data_dir}: no classes (every image has empty tags)")
-        self.folder = folder
-        self._prepare_run_folder(folder, resume)
+        return folder
+
+    def _train(self, device: torch.device, resume: bool = False, update_budget_s: float | None = None) -> Path:
+        self.device = device
+        folder = self.folder = self._open_folder()
+        updating = update_budget_s is not None
+        if updating:
+            self._load_run_settings(folder)
+        else:
+            self._prepare_run_folder(folder, resume)
         cfg, t = self.cfg, self.cfg.train
         seed_everything(t.seed + self.dist.rank)
 
         model = OSTEModel(cfg.model, num_classes=len(folder.class_names)).to(device)
+        if t.freeze_backbone:
+            model.backbone.requires_grad_(False)
         use_cuda = device.type == "cuda"
         if use_cuda and t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = self._optimizer(model)
         start_iter = 0
-        if resume:
+        if updating:
+            start_iter = self._load_weights(model)
+        elif resume:
             start_iter = self._load_checkpoint(model, optimizer)
         train_model = model
         if self.dist.enabled:
             train_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if use_cuda else None
             )
-        backbone = model.backbone
-        dataset = TrainDataset(
-            folder, crop=t.crop, scale_range=tuple(t.scale_range), hflip=t.hflip, max_side=t.max_side,
-            mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
-        )
         crf = self._crf = make_crf(cfg.model.crf_backend, iters=cfg.model.crf_iters, workers=t.crf_workers,
                                    device=device)
         amp_dtype = torch.bfloat16 if (use_cuda and t.amp and torch.cuda.is_bf16_supported()) else None
+        mode = "fast mode (frozen backbone, cached features)" if t.freeze_backbone else "full fine-tuning"
+        what = f"updating for {update_budget_s:.0f} s with {sum(s.verified_mask is not None for s in folder.samples)} " \
+               "verified mask(s)" if updating else "training"
+        end_iter = start_iter if updating else t.iters
         self._emit(TrainEvent(
-            "start", start_iter, t.iters,
-            message=f"training {len(folder.samples)} images, {len(folder.class_names)} classes on "
-                    f"{device_description(device)}; CRF backend {crf.backend}; "
+            "start", start_iter, end_iter,
+            message=f"{what}: {len(folder.samples)} images, {len(folder.class_names)} classes on "
+                    f"{device_description(device)}, {mode}; CRF backend {crf.backend}; "
                     f"backbone {cfg.model.backbone}; run folder {self.run_dir}",
         ))
-        if start_iter >= t.iters:
+        if not updating and start_iter >= t.iters:
             self._finish(model, start_iter)
             return self.run_dir
 
-        batches = self._loader(dataset)
+        if t.freeze_backbone:
+            step = self._fast_steps(model, folder, crf, updating)
+        else:
+            step = self._full_steps(train_model, model, folder, crf, amp_dtype, updating)
         timer = self.timer = PhaseTimer(device, enabled=self.profile_phases)
-        window_start, window_iters = time.perf_counter(), 0
+        window_start, window_iters, last_report = time.perf_counter(), 0, 0.0
+        deadline = time.perf_counter() + update_budget_s if updating else math.inf
         train_model.train()
+        if t.freeze_backbone:
+            model.backbone.eval()
         iteration = start_iter
         try:
-            while iteration < t.iters:
+            while (iteration < t.iters) if not updating else (time.perf_counter() < deadline or iteration == start_iter):
                 if dist_utils.any_flag(self.cancelled, device, self.dist):
+                    if updating:  # the run's weights stay as they were
+                        self._emit(TrainEvent("cancelled", iteration, end_iter, message="update cancelled; model unchanged"))
+                        return self.run_dir
                     self._save_checkpoint(model, optimizer, iteration)
                     self._emit(TrainEvent("cancelled", iteration, t.iters,
                                           message=f"stopped at iteration {iteration}; checkpoint kept"))
                     return self.run_dir
                 timer.start()
-                batch = next(batches)
-                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                images = batch["image"]
-                if use_cuda and t.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                timer.mark("data")
-                lr = self._set_lr(optimizer, iteration)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = train_model(images)
-                timer.mark("forward")
-                with torch.no_grad():
-                    pseudo = make_pseudo_labels(
-                        out["enhanced_cam"].detach().float(), batch["image_uint8"], batch["tags"],
-                        cfg.model, crf, valid=batch["valid"],
-                    )
-                    verified = batch["has_mask"].view(-1, 1, 1)
-                    pseudo = torch.where(verified, batch["mask"], pseudo)
-                timer.mark("pseudo_labels")
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
-                total = losses["total"]
-                timer.mark("losses")
+                lr = self._set_lr(optimizer, iteration, constant=updating)
                 optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                losses, unsure = step(iteration)
+                total = losses["total"]
                 # checked after the backward is queued (the GPU keeps busy meanwhile), before any weight changes
                 if dist_utils.any_flag(not bool(torch.isfinite(total)), device, self.dist):
                     raise TrainingError(self._divergence_message(losses, iteration))
@@ -322,35 +367,178 @@ class Trainer:
                 timer.steps += 1
                 iteration += 1
                 window_iters += 1
+                if updating:
+                    end_iter = iteration
 
-                if iteration % t.log_every == 0 or iteration == t.iters or iteration == start_iter + 1:
-                    images_per_s = window_iters * t.batch / max(time.perf_counter() - window_start, 1e-9)
-                    window_start, window_iters = time.perf_counter(), 0
-                    self._report_progress(iteration, losses, pseudo, lr, images_per_s)
-                if t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0 and iteration < t.iters:
+                now = time.perf_counter()
+                if (iteration % t.log_every == 0 or iteration == end_iter or iteration == start_iter + 1
+                        or now - last_report >= PROGRESS_EVERY_S):
+                    images_per_s = window_iters * t.batch / max(now - window_start, 1e-9)
+                    window_start, window_iters, last_report = now, 0, now
+                    eta = max(deadline - now, 0.0) if updating else None
+                    self._report_progress(iteration, end_iter, losses, unsure, lr, images_per_s, eta)
+                if (not updating and t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0
+                        and iteration < t.iters):
                     self._save_checkpoint(model, optimizer, iteration)
                     self._emit(TrainEvent("checkpoint", iteration, t.iters, message=f"checkpoint at {iteration}"))
         except KeyboardInterrupt:
-            self._save_checkpoint(model, optimizer, iteration)
-            self._emit(TrainEvent("cancelled", iteration, t.iters, message=f"interrupted at {iteration}; checkpoint kept"))
+            if not updating:
+                self._save_checkpoint(model, optimizer, iteration)
+            self._emit(TrainEvent("cancelled", iteration, end_iter, message=f"interrupted at {iteration}"
+                                  + ("; model unchanged" if updating else "; checkpoint kept")))
             return self.run_dir
-        self._save_checkpoint(model, optimizer, iteration)
+        if not updating:
+            self._save_checkpoint(model, optimizer, iteration)
         self._finish(model, iteration)
         return self.run_dir
 
+    def _batch_indices(self, folder: LabelledFolder, updating: bool) -> Iterator[list[int]]:
+        """Sample indices of each fast-mode (or update) batch: a seeded shuffle, epoch after epoch; an
+        update puts the verified images first (up to half of the batch, in rotation)."""
+        t = self.cfg.train
+        generator = torch.Generator().manual_seed(t.seed)
+        count = len(folder.samples)
+        verified = [i for i, s in enumerate(folder.samples) if s.verified_mask is not None] if updating else []
+        quota = min(len(verified), max(1, t.batch // 2)) if verified else 0
+        order: list[int] = []
+        turn = 0
+        while True:
+            picked = [verified[(turn + j) % len(verified)] for j in range(quota)]
+            turn += quota
+            while len(picked) < min(t.batch, count):
+                if not order:
+                    order = torch.randperm(count, generator=generator).tolist()
+                index = order.pop()
+                if index not in picked:
+                    picked.append(index)
+            yield picked
+
+    def _fast_steps(self, model: OSTEModel, folder: LabelledFolder, crf, updating: bool) -> Callable:
+        """The fast mode's step: the heads on cached frozen-backbone features, one image at a time
+        (images keep their own size), gradients accumulated over the batch."""
+        cfg, device = self.cfg, self.device
+        cache = self.feature_cache = FeatureCache(self.run_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
+                                                  cfg.train.max_side, device)
+        usable = self._cache_features(cache, folder)
+        masks = VerifiedMasks(folder)
+        batches = self._batch_indices(dataclasses.replace(folder, samples=usable), updating)
+        stage_count = len(model.backbone.stage_channels)
+
+        def step(iteration: int) -> tuple[dict[str, torch.Tensor], float]:
+            indices = next(batches)
+            self.timer.mark("data")
+            sums: dict[str, torch.Tensor] = {}
+            unsure, pixels = 0, 0
+            for index in indices:
+                sample = usable[index]
+                features = cache.get(sample.image_path)
+                image = features.image_uint8[None].to(device)
+                size = tuple(image.shape[-2:])
+                batch = {"tags": folder_tags(folder, sample, device)[None], "image_uint8": image,
+                         "valid": torch.ones(1, *size, dtype=torch.bool, device=device)}
+                out = model.forward_features(features.stage_list(stage_count, device), features.tile_batch(device), size)
+                with torch.no_grad():
+                    mask = masks.get(sample, size)
+                    if mask is None:
+                        pseudo = make_pseudo_labels(out["enhanced_cam"].detach().float(), image, batch["tags"],
+                                                    cfg.model, crf)
+                    else:
+                        pseudo = torch.from_numpy(mask).long()[None].to(device)
+                losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
+                (losses["total"] / len(indices)).backward()
+                unsure += int((pseudo == 255).sum())
+                pixels += pseudo.numel()
+                for key, value in losses.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach() / len(indices)
+            self.timer.mark("forward_losses_backward")
+            return sums, unsure / max(pixels, 1)
+
+        return step
+
+    def _cache_features(self, cache: FeatureCache, folder: LabelledFolder) -> list[Sample]:
+        """Compute the missing cached features (progress as "log" events); unreadable images are skipped."""
+        usable: list[Sample] = []
+        keys: set[str] = set()
+        total = len(folder.samples)
+        start = last = time.perf_counter()
+        for done, sample in enumerate(folder.samples, start=1):
+            if self.cancelled:
+                break
+            try:
+                cache.get(sample.image_path)
+                keys.add(cache.key(sample.image_path))
+                usable.append(sample)
+            except ImageLoadError as exc:
+                self._log(f"skipped: {exc}")
+            now = time.perf_counter()
+            if now - last >= PROGRESS_EVERY_S or done == total:
+                last = now
+                self._emit(TrainEvent("features", done, total, message=f"backbone features {done}/{total} "
+                                      f"({now - start:.0f} s)"))
+        for file in cache.rebuilt:
+            self._log(f"rebuilt an unreadable feature cache file: {file}")
+        removed = cache.prune(keys) if len(keys) == total else 0
+        if removed:
+            self._log(f"removed {removed} stale feature cache file(s)")
+        if not usable:
+            raise TrainingError(f"{self.data_dir}: no readable images to train on")
+        return usable
+
+    def _full_steps(self, train_model, model: OSTEModel, folder: LabelledFolder, crf, amp_dtype, updating: bool):
+        """Full fine-tuning's step: an augmented batch from the data loader through the whole network."""
+        cfg, t, device = self.cfg, self.cfg.train, self.device
+        backbone = model.backbone
+        dataset = TrainDataset(
+            folder, crop=t.crop, scale_range=tuple(t.scale_range), hflip=t.hflip, max_side=t.max_side,
+            mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
+        )
+        if updating:  # the verified images in every batch, loaded in this process
+            batches = (default_collate([dataset[i] for i in indices]) for indices in self._batch_indices(folder, True))
+        else:
+            batches = self._loader(dataset)
+        use_cuda = device.type == "cuda"
+
+        def step(iteration: int) -> tuple[dict[str, torch.Tensor], float]:
+            batch = next(batches)
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            images = batch["image"]
+            if use_cuda and t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            self.timer.mark("data")
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = train_model(images)
+            self.timer.mark("forward")
+            with torch.no_grad():
+                pseudo = make_pseudo_labels(
+                    out["enhanced_cam"].detach().float(), batch["image_uint8"], batch["tags"],
+                    cfg.model, crf, valid=batch["valid"],
+                )
+                verified = batch["has_mask"].view(-1, 1, 1)
+                pseudo = torch.where(verified, batch["mask"], pseudo)
+            self.timer.mark("pseudo_labels")
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
+            self.timer.mark("losses")
+            losses["total"].backward()
+            return losses, (pseudo == 255).float().mean()
+
+        return step
+
     # --------------------------------------------------------------- helpers
-    def _report_progress(
-        self, iteration: int, losses: dict[str, torch.Tensor], pseudo: torch.Tensor, lr: float, images_per_s: float
-    ) -> None:
+    def _report_progress(self, iteration: int, end_iter: int, losses: dict[str, torch.Tensor], unsure,
+                         lr: float, images_per_s: float, eta_s: float | None = None) -> None:
         """A "progress" event and a metrics.jsonl line (the losses are averaged over DDP processes)."""
         t = self.cfg.train
-        values = {k: float(dist_utils.all_reduce_mean(v.detach().float(), self.dist)) for k, v in losses.items()}
-        eta = (t.iters - iteration) * t.batch / max(images_per_s, 1e-9)
-        self._emit(TrainEvent("progress", iteration, t.iters, values, lr, images_per_s, eta, timings=self.timer.means()))
+        values = {k: float(dist_utils.all_reduce_mean(torch.as_tensor(v).detach().float(), self.dist))
+                  for k, v in losses.items()}
+        if eta_s is None:
+            eta_s = (end_iter - iteration) * t.batch / max(images_per_s, 1e-9)
+        self._emit(TrainEvent("progress", iteration, end_iter, values, lr, images_per_s, eta_s,
+                              timings=self.timer.means()))
         if self.dist.is_main:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
                 log.write(json.dumps({"iteration": iteration, "lr": lr, "images_per_s": images_per_s,
-                                      "pseudo_unsure": float((pseudo == 255).float().mean()), **values}) + "\n")
+                                      "pseudo_unsure": float(unsure), **values}) + "\n")
 
     def _optimizer(self, model: OSTEModel) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -363,9 +551,10 @@ class Trainer:
             return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
         raise TrainingError(f"unknown optimizer {t.optimizer!r} (use sgd or adamw)")
 
-    def _set_lr(self, optimizer: torch.optim.Optimizer, iteration: int) -> float:
+    def _set_lr(self, optimizer: torch.optim.Optimizer, iteration: int, constant: bool = False) -> float:
+        """Poly schedule over ``train.iters``; ``constant`` (updates): ``train.update_lr_mult`` of the start lr."""
         t = self.cfg.train
-        factor = (1.0 - iteration / max(t.iters, 1)) ** t.poly_power
+        factor = t.update_lr_mult if constant else (1.0 - iteration / max(t.iters, 1)) ** t.poly_power
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         return optimizer.param_groups[0]["lr"]
@@ -398,6 +587,33 @@ class Trainer:
         self._log(f"resumed from iteration {state['iteration']}")
         return int(state["iteration"])
 
+    def _load_run_settings(self, folder: LabelledFolder) -> None:
+        """An update trains with the run's own settings (only the device is taken from ``cfg``)."""
+        saved_cfg = self.run_dir / "config.yaml"
+        if not saved_cfg.exists():
+            raise TrainingError(f"{saved_cfg}: not found; an update continues a trained run (train one first)")
+        saved = OSTEConfig.load(saved_cfg)
+        saved.train.device = self.cfg.train.device
+        self.cfg = saved
+        classes_file = self.run_dir / "classes.txt"
+        saved_classes = classes_file.read_text(encoding="utf-8").splitlines() if classes_file.exists() else []
+        if saved_classes != folder.class_names:
+            raise TrainingError(f"{classes_file}: the run knows classes {saved_classes}, but {folder.root} now has "
+                                f"{folder.class_names}; train a new run to use the new classes")
+
+    def _load_weights(self, model: OSTEModel) -> int:
+        """The run's latest weights (``model.pt``, else ``checkpoint.pt``) for an update; their iteration."""
+        for name in (FINAL_MODEL, CHECKPOINT):
+            path = self.run_dir / name
+            if path.exists():
+                try:
+                    state = torch.load(path, map_location=self.device, weights_only=False)
+                    model.load_state_dict(state["model"])
+                except Exception as exc:  # noqa: BLE001 - one clear error for any unreadable file
+                    raise TrainingError(f"{path}: cannot update from this model file ({exc})") from exc
+                return int(state.get("iteration", 0))
+        raise TrainingError(f"{self.run_dir}: no {FINAL_MODEL} or {CHECKPOINT} to update (train first)")
+
     def _finish(self, model: OSTEModel, iteration: int) -> None:
         if self.dist.is_main:
             save_checkpoint(self.run_dir / FINAL_MODEL, {
@@ -405,5 +621,5 @@ class Trainer:
                 "class_names": self.folder.class_names, "iteration": iteration,
             })
         timings = self.timer.means() if self.timer else {}
-        self._emit(TrainEvent("done", iteration, self.cfg.train.iters, timings=timings,
+        self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))

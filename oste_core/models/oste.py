@@ -17,7 +17,7 @@ from oste_core.config import ModelConfig
 from .backbones import Backbone, build_backbone
 from .backbones.conv_bn import reuse_folded_weights
 from .modules.cam import CAMHead, multiscale_flip_sum
-from .modules.lem import location_expansion
+from .modules.lem import location_expansion, merge_tile_cams
 from .modules.maf import MultilevelActivationFusion
 from .modules.seg_head import SegHead
 
@@ -68,13 +68,37 @@ class OSTEModel(nn.Module):
 
     def _forward(self, images: Tensor) -> dict:
         stages = self.backbone(images)
+        lem = None
+        if self.lem_grids:
+            lem = location_expansion(images, self._classify, self.lem_grids, tuple(stages[-1].shape[-2:]),
+                                     self.feature_stride)
+        return self._heads(stages, lem)
+
+    def forward_features(self, stages: list[Tensor | None], tile_features: dict[int, Tensor],
+                         image_size: tuple[int, int]) -> dict:
+        """``forward``'s outputs from cached features of a frozen backbone (the fast mode).
+
+        ``stages``: the five stage features of the images (entries MAF and the heads do not use may be
+        None); ``tile_features`` {n: (B*n*n, C, h', w')}: the last-stage features of the LEM tiles
+        (``image_tiles``); ``image_size``: the (H, W) of the images the features were computed from.
+        """
+        lem = None
+        if self.lem_grids:
+            cam_size = tuple(stages[-1].shape[-2:])
+            tile_logits, merged_cams = {}, {}
+            for n in self.lem_grids:
+                tile_logits[n], tile_cams = self.cam_head(tile_features[n])
+                merged_cams[n] = merge_tile_cams(tile_cams, n, image_size, self.feature_stride, cam_size)
+            lem = (tile_logits, merged_cams)
+        return self._heads(stages, lem)
+
+    def _heads(self, stages: list[Tensor | None], lem: tuple[dict, dict] | None) -> dict:
+        """CAM head, LEM merge, MAF and the segmentation head on backbone features (see ``forward``)."""
         logits, cam = self.cam_head(stages[-1])
         out: dict = {"logits": logits, "cam": cam}
         merged: list[Tensor] = []
-        if self.lem_grids:
-            tile_logits, merged_cams = location_expansion(
-                images, self._classify, self.lem_grids, tuple(cam.shape[-2:]), self.feature_stride
-            )
+        if lem is not None:
+            tile_logits, merged_cams = lem
             merged = list(merged_cams.values())
             out["tile_logits"] = tile_logits
             out["merged_cams"] = merged_cams

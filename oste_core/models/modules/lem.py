@@ -79,14 +79,26 @@ def location_expansion(
     for n in grids:
         if n < 1:
             raise ValueError(f"LEM grid sizes must be positive integers, got {n}")
-        padded = pad_to_multiple(images, n * feature_stride)
-        tiles = split_into_tiles(padded, n)
+        tiles = image_tiles(images, n, feature_stride)
         if channels_last:
             tiles = tiles.contiguous(memory_format=torch.channels_last)
-        logits, tile_cams = classify(tiles)
-        stitched = stitch_tiles(tile_cams, n)
-        keep_h = math.ceil(stitched.shape[-2] * height / padded.shape[-2])
-        keep_w = math.ceil(stitched.shape[-1] * width / padded.shape[-1])
-        merged_cams[n] = resize_maps(stitched[..., :keep_h, :keep_w], cam_size)
-        tile_logits[n] = logits
+        tile_logits[n], tile_cams = classify(tiles)
+        merged_cams[n] = merge_tile_cams(tile_cams, n, (height, width), feature_stride, cam_size)
     return tile_logits, merged_cams
+
+
+def image_tiles(images: Tensor, n: int, feature_stride: int) -> Tensor:
+    """Eqs 3-4: the (B*n*n, 3, H', W') tiles of an n x n grid over images padded to a multiple of n * stride."""
+    return split_into_tiles(pad_to_multiple(images, n * feature_stride), n)
+
+
+def merge_tile_cams(
+    tile_cams: Tensor, n: int, image_size: tuple[int, int], feature_stride: int, cam_size: tuple[int, int]
+) -> Tensor:
+    """Stitch the tile CAMs of one n x n grid back in place, cropped to the real image, at ``cam_size``."""
+    stitched = stitch_tiles(tile_cams, n)
+    multiple = n * feature_stride
+    padded_h, padded_w = (math.ceil(side / multiple) * multiple for side in image_size)
+    keep_h = math.ceil(stitched.shape[-2] * image_size[0] / padded_h)
+    keep_w = math.ceil(stitched.shape[-1] * image_size[1] / padded_w)
+    return resize_maps(stitched[..., :keep_h, :keep_w], cam_size)

@@ -1,0 +1,166 @@
+"""Frozen-backbone feature cache: the fast mode computes each image's backbone features once.
+
+With ``train.freeze_backbone`` the backbone never changes, so its features of an image (the stages the
+heads and MAF read, and the last stage of every LEM tile) are the same at every iteration. They are
+computed once per image at the working size (longest side ``train.fast_max_side``), stored in float16
+as one file per image under ``<run>/features/``, and the heads (CAM classifier, MAF projections,
+segmentation head) train on them: an iteration costs the heads, FBE and the losses, not the backbone.
+
+A file's name is a hash of everything its content depends on: the image file (path, size, modification
+time), the backbone and its weights, the output stride, the working size, the LEM grids and the stages
+kept. A changed image or setting therefore misses the cache and is recomputed; stale files are deleted
+by ``prune``. A file that cannot be read (a crash mid-write cannot leave one: writes are atomic, but a
+disk can fail) is logged, deleted and recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from oste_core.data.image_io import load_image
+from oste_core.models import OSTEModel
+from oste_core.models.backbones.conv_bn import reuse_folded_weights
+from oste_core.models.modules.lem import image_tiles
+from oste_core.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "features"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ImageFeatures:
+    """One image's cached inputs: uint8 RGB at the working size, stage features, LEM tile features."""
+
+    image_uint8: Tensor  # (3, H, W) uint8
+    stages: dict[int, Tensor]  # 1-based stage -> (C, h, w) float16
+    tiles: dict[int, Tensor]  # grid n -> (n*n, C, h', w') float16, last stage of each tile
+
+    def stage_list(self, count: int, device: torch.device) -> list[Tensor | None]:
+        """The stages as ``OSTEModel.forward_features`` takes them: a batch of one, float32, None if not kept."""
+        return [self.stages[s][None].to(device).float() if s in self.stages else None for s in range(1, count + 1)]
+
+    def tile_batch(self, device: torch.device) -> dict[int, Tensor]:
+        return {n: t.to(device).float() for n, t in self.tiles.items()}
+
+
+def resize_to_working(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale an already loaded (H, W, 3) image to the fast mode's working size."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+class FeatureCache:
+    """Computes, stores and loads ``ImageFeatures`` of a frozen backbone for one run."""
+
+    def __init__(self, run_dir: str | Path, model: OSTEModel, backbone_id: str, max_side: int, load_max_side: int,
+                 device: torch.device, keep_in_memory_mb: float = 2048.0) -> None:
+        self.directory = Path(run_dir) / CACHE_DIR
+        self.model = model
+        self.max_side = max_side
+        self.load_max_side = load_max_side  # images are loaded as everywhere else (train.max_side), then downscaled
+        self.device = device
+        self.stages = sorted(set(model.maf_stages) | {len(model.backbone.stage_channels)})
+        self._settings = json.dumps({
+            "version": FORMAT_VERSION, "backbone": backbone_id, "output_stride": model.backbone.output_stride,
+            "max_side": max_side, "load_max_side": load_max_side, "grids": list(model.lem_grids), "stages": self.stages,
+        }, sort_keys=True)
+        self._memory: dict[str, ImageFeatures] = {}
+        self._memory_budget = keep_in_memory_mb * 2**20
+        self._memory_used = 0.0
+        self.rebuilt: list[str] = []  # files that could not be read and were recomputed
+
+    def key(self, image_path: str | Path) -> str:
+        """Hash of the image file's identity and every setting the features depend on."""
+        path = Path(image_path).resolve()
+        stat = path.stat()
+        text = f"{self._settings}|{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()[:24]
+
+    def get(self, image_path: str | Path) -> ImageFeatures:
+        """The image's features: from memory, from disk, or computed now (``ImageLoadError`` if unreadable)."""
+        key = self.key(image_path)
+        if key in self._memory:
+            return self._memory[key]
+        file = self.directory / f"{key}.pt"
+        features = self._read(file) if file.exists() else None
+        if features is None:
+            image = load_image(image_path, max_side=self.load_max_side)
+            features = self.compute(resize_to_working(image, self.max_side))
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with atomic_path(file) as tmp:
+                torch.save({"image_uint8": features.image_uint8, "stages": features.stages,
+                            "tiles": features.tiles}, tmp)
+        self._remember(key, features)
+        return features
+
+    def _read(self, file: Path) -> ImageFeatures | None:
+        try:
+            data = torch.load(file, map_location="cpu", weights_only=True)
+            return ImageFeatures(data["image_uint8"], data["stages"], data["tiles"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache file is recomputed
+            log.warning("%s: unreadable feature cache file (%s); recomputing it", file, exc)
+            self.rebuilt.append(str(file))
+            file.unlink(missing_ok=True)
+            return None
+
+    def _remember(self, key: str, features: ImageFeatures) -> None:
+        size = sum(t.numel() * t.element_size() for t in [*features.stages.values(), *features.tiles.values()])
+        if self._memory_used + size <= self._memory_budget:
+            self._memory[key] = features
+            self._memory_used += size
+
+    @torch.no_grad()
+    def compute(self, image: np.ndarray) -> ImageFeatures:
+        """Backbone features of one (H, W, 3) uint8 image at its own size (no flip, one scale)."""
+        backbone = self.model.backbone
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        mean = torch.tensor(backbone.input_mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(backbone.input_std, device=self.device).view(1, 3, 1, 1)
+        x = (pixels[None].to(self.device).float() / 255.0 - mean) / std
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            with reuse_folded_weights():
+                stages = backbone(x)
+                tiles = {n: backbone(image_tiles(x, n, self.model.feature_stride))[-1] for n in self.model.lem_grids}
+        finally:
+            backbone.train(was_training)
+        return ImageFeatures(
+            image_uint8=pixels.clone(),
+            stages={s: stages[s - 1][0].half().cpu() for s in self.stages},
+            tiles={n: t.half().cpu() for n, t in tiles.items()},
+        )
+
+    def prune(self, keep: set[str]) -> int:
+        """Delete cache files whose key is not in ``keep`` (images or settings that changed); their count."""
+        removed = 0
+        if self.directory.is_dir():
+            for file in self.directory.glob("*.pt"):
+                if file.stem not in keep:
+                    file.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+
+def backbone_identity(model_cfg) -> str:
+    """What the cached features depend on in the model settings: the backbone and its weights."""
+    weights = model_cfg.pretrained
+    path = Path(weights)
+    if weights not in ("auto", "none") and path.is_file():
+        stat = path.stat()
+        weights = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{model_cfg.backbone}|{weights}"

@@ -1,0 +1,64 @@
+"""The full-mask suggestion: every pixel background or one of the image's tags, with a confidence.
+
+FBE's pseudo-label (Eqs 9-13) is right where it is sure and 255 elsewhere: accepted as it is, it leaves
+an annotator most of the image to paint. The suggestion labels every pixel from the best signals a run
+has, in this order of trust:
+
+1. a verified mask (the annotator's own labels) wins wherever it is not 255;
+2. confident FBE pixels (pseudo-label != 255) keep their label;
+3. everywhere else: the dense CRF (Eq 11's CRF on the image colours) over [background, tags] of a mix of
+   the segmentation branch's probabilities (restricted to the tags) and FBE's normalised scores
+   (Eqs 9-10), weighted ``seg_weight`` : ``1 - seg_weight``.
+
+The segmentation branch generalises over the whole folder (it has seen every image's pseudo-labels) but
+is blurry at object borders; FBE's scores follow this image's CAM; the CRF snaps both to colour edges.
+``docs/BENCHMARKS.md`` has the measurements behind the weights. The confidence is the CRF marginal of the
+chosen label (1 on verified pixels, and at least FBE's score on confident FBE pixels).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from oste_core.config import ModelConfig
+
+from .crf import DenseCRF
+from .fbe import EPS, IGNORE, fbe_scores
+
+
+@torch.no_grad()
+def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int], pseudo_label: Tensor,
+                    cfg: ModelConfig, crf: DenseCRF, verified: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Suggestion ``(H, W)`` long in {0} + ``tags`` and its confidence ``(H, W)`` float in [0, 1].
+
+    ``seg_logits`` (K+1, H, W) and ``cams`` (K, h, w) of one image, ``image_uint8`` (3, H, W), ``tags``
+    1-based class indices, ``pseudo_label`` (H, W) with 255 = unsure, ``verified`` (H, W) or None.
+    """
+    height, width = image_uint8.shape[-2:]
+    num_classes = cams.shape[0]
+    allowed = torch.tensor([0, *sorted(set(tags))], device=seg_logits.device)
+    seg_probs = F.softmax(seg_logits.float()[allowed], dim=0)
+    multi_hot = torch.zeros(1, num_classes, device=cams.device)
+    if tags:
+        multi_hot[0, [k - 1 for k in tags]] = 1.0
+    scores = fbe_scores(cams[None].float(), multi_hot, cfg, (height, width))[0][allowed.to(cams.device)]
+    fbe_probs = scores / scores.sum(dim=0, keepdim=True).clamp_min(EPS)
+    weight = cfg.suggestion_seg_weight
+    mixed = weight * seg_probs + (1.0 - weight) * fbe_probs.to(seg_probs.device)
+    if len(allowed) > 1:
+        marginals = crf.probabilities(image_uint8[None], mixed[None], [len(allowed)])[0].to(mixed.device)
+    else:
+        marginals = torch.ones_like(mixed)
+    confidence, picked = marginals.max(dim=0)
+    label = allowed[picked]
+    sure = pseudo_label.to(label.device) != IGNORE
+    label = torch.where(sure, pseudo_label.to(label.device).long(), label)
+    fbe_confidence = scores.max(dim=0).values.to(confidence.device)
+    confidence = torch.where(sure, torch.maximum(confidence, fbe_confidence), confidence)
+    if verified is not None:
+        verified = verified.to(label.device).long()
+        known = verified != IGNORE
+        label = torch.where(known, verified, label)
+        confidence = torch.where(known, torch.ones_like(confidence), confidence)
+    return label, confidence.clamp(0.0, 1.0)
