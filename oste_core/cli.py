@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. model.alpha=0.7 train.lr=0.005 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
-    p = sub.add_parser("predict", help="write pseudo-labels, segmentation and confidence for a folder")
+    p = sub.add_parser("predict", help="write suggestions, pseudo-labels, segmentation and confidence for a folder")
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--out", type=Path, required=True)
@@ -222,6 +222,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = ["image,uncertainty,mean_confidence"]
     folder = predictor = None
     for folder, predictor, sample, prediction in _predictions(args.run, args.data, args.device, "predict"):
+        save_palette_png(out / "suggestion" / f"{sample.stem}.png", prediction.suggestion)
         save_palette_png(out / "pseudo" / f"{sample.stem}.png", prediction.pseudo_label)
         save_palette_png(out / "seg" / f"{sample.stem}.png", prediction.seg)
         rows.append(f"{sample.rel},{prediction.uncertainty:.4f},{prediction.confidence.mean():.4f}")

@@ -55,7 +55,8 @@ def test_predict_and_export_formats(trained, demo_folder, tmp_path):
     pred = tmp_path / "pred"
     assert main(["predict", str(trained), str(demo_folder), "--out", str(pred), "--cams", "--device", "cpu"]) == 0
     stems = [s.stem for s in open_folder(demo_folder).samples]
-    assert sorted(p.stem for p in (pred / "pseudo").glob("*.png")) == sorted(stems)
+    for layer in ("suggestion", "pseudo", "seg"):
+        assert sorted(p.stem for p in (pred / layer).glob("*.png")) == sorted(stems), layer
     assert list((pred / "cams").glob("*.png"))
     export = tmp_path / "export"
     args = ["export", str(trained), str(demo_folder), "--out", str(export), "--format", "voc,labelme,cvat",
@@ -81,7 +82,7 @@ def test_export_uses_verified_masks(trained, demo_folder, tmp_path):
     verified[10:30, 10:30] = 1
     save_palette_png(data / "verified" / f"{sample.stem}.png", verified)
     export = tmp_path / "export"
-    assert main(["export", str(trained), str(data), "--out", str(export), "--what", "pseudo", "--device", "cpu"]) == 0
+    assert main(["export", str(trained), str(data), "--out", str(export), "--device", "cpu"]) == 0
     png = next(p for p in export.rglob("*.png") if p.stem == sample.stem)
     assert np.array_equal(load_mask(png), verified)
 
@@ -172,3 +173,19 @@ def test_every_folder_problem_is_summarised_on_the_console(trained, demo_folder,
     assert "gone.png" in err and "broken.png" in err and "a/demo_0003.png" in err
     listed = (export / "problems.txt").read_text().splitlines()
     assert len(listed) == 6 and any("gone2.png" in line for line in listed)
+
+
+def test_export_default_is_the_full_mask_suggestion(trained, demo_folder, tmp_path, capsys):
+    """Without --what, every pixel of every exported mask is background or one of the image's tags."""
+    from oste_core.engine.predictor import Predictor
+
+    export = tmp_path / "export"
+    assert main(["export", str(trained), str(demo_folder), "--out", str(export), "--format", "voc,cvat",
+                 "--device", "cpu"]) == 0
+    folder = open_folder(demo_folder)
+    predictor = Predictor.from_run(trained, device="cpu")
+    for sample in folder.samples:
+        mask = load_mask(export / "voc" / "SegmentationClass" / f"{sample.stem}.png")
+        assert set(np.unique(mask)) <= {0, *folder.tag_indices(sample)}, sample.stem  # no 255 anywhere
+        np.testing.assert_array_equal(mask, predictor.predict_sample(folder, sample).suggestion)
+    assert "unsure" not in capsys.readouterr().out  # a full mask: no CVAT 'unsure' label needed
