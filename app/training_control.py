@@ -80,7 +80,7 @@ class TrainingControl(QObject):
         self._worker, self._result = worker, ""
         self._thread = start_thread(worker, self, worker.finished, worker.failed)
         self._thread.finished.connect(self._on_thread_done)
-        window.training_panel.set_running(True)
+        window.training_panel.set_running(True, self.update_budget_s if update else None)
         verb = "updating" if update else ("resuming" if resume else "training")
         window.report(f"{verb} {run_dir}")
 

@@ -140,6 +140,7 @@ class TrainingPanel(QWidget):
         layout.addWidget(settings)
         layout.addLayout(right, 1)
         self._running = False
+        self._update_budget_s: float | None = None
         self.set_running(False)
 
     @staticmethod
@@ -210,8 +211,10 @@ class TrainingPanel(QWidget):
     def is_running(self) -> bool:
         return self._running
 
-    def set_running(self, running: bool) -> None:
+    def set_running(self, running: bool, update_budget_s: float | None = None) -> None:
+        """Lock the settings while a training runs; an update (``update_budget_s``) shows time, not iterations."""
         self._running = running
+        self._update_budget_s = update_budget_s if running else None
         self._settings.setEnabled(not running)
         self.runs.setEnabled(not running)
         self._update_buttons()
@@ -241,7 +244,12 @@ class TrainingPanel(QWidget):
 
     def show_event(self, event: TrainEvent) -> None:
         """Update the bar, the statistics line and the plot from a trainer event (one point per progress event)."""
-        if event.total:
+        if self._update_budget_s:  # an update runs for a time budget: the bar shows the time used
+            used = 0.0 if event.kind == "start" else max(self._update_budget_s - event.eta_s, 0.0)
+            self.progress.setFormat("update %p%")
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(1000 if event.kind == "done" else round(1000 * used / self._update_budget_s))
+        elif event.total:
             self.progress.setFormat("%v / %m")
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.iteration)

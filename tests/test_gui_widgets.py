@@ -16,7 +16,7 @@ from PySide6.QtGui import QImage  # noqa: E402
 from app.canvas import Canvas, Tool  # noqa: E402
 from app.edit_toolbar import EditToolbar  # noqa: E402
 from app.image_list import ImageList  # noqa: E402
-from app.layers_dock import LayersPanel, layer_note  # noqa: E402
+from app.layers_dock import LayersPanel, layer_note, layer_rgba  # noqa: E402
 from app.loss_plot import LossPlot  # noqa: E402
 from app.main import EXIT_NO_PLATFORM, build_parser, display_available, missing_xcb_packages, uses_xcb  # noqa: E402
 from app.project import ListEntry, ensure_demo  # noqa: E402
@@ -236,11 +236,13 @@ def test_layer_notes_explain_empty_layers() -> None:
     cams = zeros.copy()
     cams[1, 3, 3] = 1.0
     labels = np.zeros((8, 8), np.uint8)
-    prediction = Prediction(cams, zeros, zeros, labels, labels + 1, labels.astype(np.float32), [1, 2])
+    prediction = Prediction(cams, zeros, zeros, labels, labels + 1, labels.astype(np.float32), labels,
+                            labels.astype(np.float32), [1, 2])
     assert "'circle' is zero everywhere" in layer_note("cam", prediction, 1, ["circle", "square"])
     assert layer_note("cam", prediction, 2, ["circle", "square"]) == ""
     assert "background everywhere" in layer_note("pseudo_label", prediction, 1, ["circle", "square"])
     assert layer_note("seg", prediction, 1, ["circle", "square"]) == ""
+    assert "background everywhere" in layer_note("suggestion", prediction, 1, ["circle", "square"])
     assert layer_note("cam", None, 1, ["circle"]) == ""
 
 
@@ -358,3 +360,29 @@ def test_image_list_review_progress_has_a_cancel_button(qtbot) -> None:
         widget.cancel_review_button.click()
     widget.set_sort_progress(0, 0)
     assert not widget.cancel_review_button.isVisible() and widget.review_button.isEnabled()
+
+
+def test_suggestion_layer_fades_with_its_confidence() -> None:
+    suggestion = np.array([[0, 2], [2, 2]], np.uint8)
+    confidence = np.array([[1.0, 1.0], [0.0, 0.5]], np.float32)
+    zeros = np.zeros((2, 2, 2), np.float32)
+    prediction = Prediction(zeros, zeros, zeros, suggestion, suggestion, confidence, suggestion, confidence, [2])
+    rgba = layer_rgba("suggestion", (4, 4), prediction, 2, "JET")
+    assert rgba.shape == (4, 4, 4) and tuple(rgba[0, 3, :3]) == tuple(VOC_PALETTE[2])
+    assert rgba[0, 3, 3] == 255 and 0 < rgba[3, 0, 3] < rgba[3, 3, 3] < 255  # confident pixels are opaque
+    assert rgba[0, 0, 3] == 150  # background darkened like the other label layers
+
+
+def test_training_panel_shows_an_update_as_time_used(qtbot) -> None:
+    panel = TrainingPanel(["auto", "cpu"])
+    qtbot.addWidget(panel)
+    panel.set_running(True, update_budget_s=40.0)
+    panel.show_event(TrainEvent("start", 300, 300))
+    assert panel.progress.value() == 0
+    panel.show_event(TrainEvent("progress", 305, 305, {"total": 0.5}, 0.01, 2.0, 30.0))
+    assert panel.progress.value() == 250 and panel.plot.series()["total"] == [(305, 0.5)]
+    panel.show_event(TrainEvent("done", 309, 309, message="finished"))
+    assert panel.progress.value() == panel.progress.maximum()
+    panel.set_running(False)
+    panel.show_event(TrainEvent("progress", 3, 6, {"total": 1.0}, 0.01, 2.0, 30.0))
+    assert (panel.progress.value(), panel.progress.maximum()) == (3, 6)
