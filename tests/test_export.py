@@ -261,13 +261,19 @@ def test_verified_masks_export_at_full_resolution(tmp_path: Path) -> None:
     root = tmp_path / "project"
     write_rgb(root / "images" / "big.png", 2000, 1500)
     write_rgb(root / "images" / "other.png", 40, 30)
-    (root / "tags.csv").write_text("image,tags\nimages/big.png,a\nimages/other.png,a\n", encoding="utf-8")
+    write_rgb(root / "images" / "plain.png", 40, 30)
+    (root / "tags.csv").write_text("image,tags\nimages/big.png,a\nimages/other.png,a\nimages/plain.png,a\n",
+                                   encoding="utf-8")
     verified = np.zeros((1500, 2000), np.uint8)
     cv2.circle(verified, (1500, 300), 25, 1, -1)  # a small region
     save_palette_png(root / "verified" / "big.png", verified)
+    old_name = np.zeros((30, 40), np.uint8)
+    old_name[5:10, 5:10] = 1
+    save_palette_png(root / "verified" / "images__other.png", old_name)  # saved by an older version
     folder = open_folder(root)
     summary = export_folder(folder, tmp_path / "out", formats=("voc", "labelme", "cvat"), what="verified")
-    assert summary.counts == {"voc": 1, "labelme": 1, "cvat": 1} and summary.skipped == []  # only verified images
+    assert summary.counts == {"voc": 2, "labelme": 2, "cvat": 2} and summary.skipped == []  # only verified images
+    assert np.array_equal(load_mask(tmp_path / "out" / "voc" / "SegmentationClass" / "other.png"), old_name)
     exported = load_mask(tmp_path / "out" / "voc" / "SegmentationClass" / "big.png")
     assert exported.shape == (1500, 2000) and int((exported == 1).sum()) == int((verified == 1).sum())
     assert np.array_equal(exported, verified)
