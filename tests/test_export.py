@@ -129,7 +129,8 @@ def test_cvat_zip(demo: LabelledFolder, tmp_path: Path) -> None:
         assert lines[2] == f"{demo.class_names[0]}:128,0,0::" and len(lines) == 2 + len(demo.class_names) + 1
         assert lines[-1] == "unsure:224,224,192::"  # unsure is a label of its own, in the VOC void colour
         labels = [line.split(":")[0] for line in lines[1:]]
-        colour_to_label = {tuple(int(c) for c in line.split(":")[1].split(",")): line.split(":")[0] for line in lines[1:]}
+        colour_to_label = {tuple(int(c) for c in line.split(":")[1].split(",")): line.split(":")[0]
+                           for line in lines[1:]}
         assert len(colour_to_label) == len(labels)  # one distinct colour per label
         names = ["background", *demo.class_names]
         assert archive.read("ImageSets/Segmentation/default.txt").decode().split() == stems
@@ -246,8 +247,8 @@ def test_labelme_polygons_are_traced_small_and_simplified(tmp_path: Path) -> Non
     redrawn = labelme_to_mask(json_path, ["a", "b"])
     assert (redrawn == enlarged).mean() >= 0.98
     for value in (1, 2, 255):
-        inter, union = ((redrawn == value) & (enlarged == value)).sum(), ((redrawn == value) | (enlarged == value)).sum()
-        assert inter / union >= 0.97, value
+        ours, theirs = redrawn == value, enlarged == value
+        assert (ours & theirs).sum() / (ours | theirs).sum() >= 0.97, value
     ellipse = (enlarged == 1).astype(np.uint8)  # the old trace: on the blocky enlarged mask, unsimplified
     old = sum(len(c) for c in cv2.findContours(ellipse, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)[0])
     new = sum(len(s["points"]) for s in document["shapes"][:2])

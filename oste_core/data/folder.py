@@ -543,7 +543,8 @@ def _open_voc(root: Path, split: str | None) -> LabelledFolder:
         for image_id in xml_ids if split is None else _voc_ids(root, split):
             xml_path = annotations / f"{image_id}.xml"
             if image_id not in images:
-                problems.append(Problem(f"{root / 'JPEGImages' / image_id}.jpg: image not found (skipped)", MISSING_FILE))
+                problems.append(Problem(f"{root / 'JPEGImages' / image_id}.jpg: image not found (skipped)",
+                                        MISSING_FILE))
             elif not xml_path.is_file():
                 problems.append(Problem(f"{xml_path}: no annotation for this image (skipped)", MISSING_FILE))
             else:

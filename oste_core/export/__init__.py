@@ -288,7 +288,8 @@ def export_folder(
 ) -> ExportSummary:
     """Export every sample of ``folder`` (see the module docstring for ``what``).
 
-    ``predictor`` (of the folder's classes) is needed unless ``what == "verified"``, which exports only the images that have a verified mask.
+    ``predictor`` (of the folder's classes) is needed unless ``what == "verified"``, which exports
+    only the images that have a verified mask.
     A verified mask is exported at its own resolution; with ``prefer_verified`` it replaces the
     prediction. ``on_prediction(sample, prediction)`` sees each prediction made (e.g. to write
     CAMs). Unreadable images or masks are skipped and listed in the summary.

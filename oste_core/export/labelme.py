@@ -5,11 +5,11 @@ Every connected region (8-connected) of a class becomes a ``polygon`` shape labe
 class name. Outlines are traced on the mask at its own resolution (a prediction is smaller than
 the image: tracing its nearest-neighbour enlargement would give a vertex at every stair step),
 simplified with Douglas-Peucker (``cv2.approxPolyDP``, ``epsilon`` = 1 mask pixel by default) and
-then scaled to image coordinates, pixel centre to pixel centre. labelme polygons have no holes and later shapes paint over earlier ones (labelme's
-``shapes_to_label``), so a hole is written as a ``_background_`` polygon right after the
-region that surrounds it, and shapes are ordered by the area of their outer outline, largest
-first: whatever lies inside a hole is smaller than the region around it and is painted after
-the hole. Unsure pixels (255) are written as ``__ignore__`` polygons, labelme's own convention
+then scaled to image coordinates, pixel centre to pixel centre. labelme polygons have no holes
+and later shapes paint over earlier ones (labelme's ``shapes_to_label``), so a hole is written
+as a ``_background_`` polygon right after the region that surrounds it, and shapes are ordered
+by the area of their outer outline, largest first: whatever lies inside a hole is smaller than
+the region around it and is painted after the hole. Unsure pixels (255) are written as ``__ignore__`` polygons, labelme's own convention
 for void (``labelme2voc`` turns them into 255). Regions and holes smaller than ``min_area``
 pixels are left out. ``imagePath`` is the image's path relative to the JSON file.
 
@@ -45,7 +45,8 @@ def labels_path(out_dir: Path) -> Path:
 
 def write_labels_txt(out_dir: Path, class_names: Sequence[str]) -> Path:
     """``labelme/labels.txt`` in labelme's convention: ``__ignore__``, ``_background_``, the classes."""
-    return atomic_write_text(labels_path(out_dir), "".join(f"{n}\n" for n in (IGNORE_LABEL, BACKGROUND_LABEL, *class_names)))
+    names = (IGNORE_LABEL, BACKGROUND_LABEL, *class_names)
+    return atomic_write_text(labels_path(out_dir), "".join(f"{name}\n" for name in names))
 
 
 class _Outline:
