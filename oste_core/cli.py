@@ -17,12 +17,14 @@ EXAMPLES = """examples:
   oste train VOCdevkit/VOC2012 --out runs/voc --backbone resnet50 --set model.alpha=0.8
   torchrun --nproc_per_node 4 -m oste_core.cli train data --out runs/ddp --batch 16
   oste train demo --out runs/demo --iters 600 --resume
+  oste update runs/demo demo --budget 45          # after correcting masks in verified/
   oste eval runs/demo demo --json runs/demo/eval.json
   oste predict runs/demo demo --out predictions --cams
   oste export runs/demo demo --out exports --format voc,labelme,cvat
   oste export runs/demo demo --out exports-fbe --what pseudo
   oste info
 """
+ETA_AFTER_ITERS = 3  # the estimated total time is printed once this many iterations are timed
 
 
 class CliError(RuntimeError):
@@ -56,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. model.alpha=0.7 train.lr=0.005 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's schedule even without a GPU (10 000 iterations at crop 321: days on a CPU); "
+                        "by default a CPU trains with the GUI's CPU preset")
+
+    p = sub.add_parser("update", help="continue a trained run for a short budget, verified masks as full supervision")
+    p.add_argument("run", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--budget", type=float, default=45.0, help="seconds of training (default 45)")
+    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("predict", help="write suggestions, pseudo-labels, segmentation and confidence for a folder")
     p.add_argument("run", type=Path)
@@ -104,9 +115,21 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def build_config(args: argparse.Namespace):
-    from oste_core.config import OSTEConfig, apply_overrides
+    """The training config: a saved one (--config), else the device's default (the CPU preset without a GPU,
+    unless --paper), then --iters/--batch/... and --set."""
+    from oste_core.config import CPU_PRESET, OSTEConfig, apply_overrides, default_config
+    from oste_core.utils.device import pick_device
 
-    cfg = OSTEConfig.load(args.config) if args.config else OSTEConfig()
+    if args.config:
+        cfg = OSTEConfig.load(args.config)
+    else:
+        device = pick_device(args.device or "auto")
+        use_preset = device.type == "cpu" and not getattr(args, "paper", False)
+        cfg = default_config("cpu" if use_preset else "cuda")
+        if use_preset:
+            print(f"no GPU: training with the CPU preset ({', '.join(f'{k}={v}' for k, v in CPU_PRESET.items())}); "
+                  "pass --paper for the paper's schedule (10 000 iterations at crop 321, days on a CPU)",
+                  file=sys.stderr)
     direct = {"train.iters": args.iters, "train.batch": args.batch, "train.crop": args.crop,
               "model.backbone": args.backbone, "train.device": args.device}
     apply_overrides(cfg, {k: v for k, v in direct.items() if v is not None})
@@ -114,22 +137,35 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
-def train_with_progress(cfg, data: Path, out: Path, resume: bool = False) -> Path:
-    """Run the Trainer with a tqdm bar (rank 0 only); Ctrl+C stops cleanly with a checkpoint."""
+def train_with_progress(cfg, data: Path, out: Path, resume: bool = False, update_s: float | None = None) -> Path:
+    """Run the Trainer (or, with ``update_s``, its update) with a tqdm bar (rank 0 only) and an estimate of the
+    total time after the first iterations; Ctrl+C stops cleanly with a checkpoint."""
     from tqdm import tqdm
 
     from oste_core.engine.trainer import Trainer
 
     bar = tqdm(total=cfg.train.iters, unit="it", dynamic_ncols=True, disable=None)
+    started: dict = {"first": None, "estimated": False}
 
     def on_event(event) -> None:
         if event.kind == "start":
             bar.reset(total=event.total)
             bar.update(event.iteration)
             tqdm.write(event.message)
+        elif event.kind == "features":
+            bar.set_description(event.message)
         elif event.kind == "progress":
+            bar.set_description("")
             bar.update(event.iteration - bar.n)
             bar.set_postfix(loss=f"{event.losses.get('total', 0):.3f}", img_s=f"{event.images_per_s:.1f}")
+            now = time.perf_counter()
+            if started["first"] is None:
+                started["first"] = (now, event.iteration)
+            elif not started["estimated"] and event.iteration - started["first"][1] >= ETA_AFTER_ITERS:
+                started["estimated"] = True
+                per_iter = (now - started["first"][0]) / (event.iteration - started["first"][1])
+                tqdm.write(f"estimated total time: {format_seconds(per_iter * event.total)} "
+                           f"({per_iter:.2f} s per iteration, about {format_seconds(event.eta_s)} left)")
         elif event.kind in ("log", "checkpoint", "cancelled", "done"):
             if event.kind == "done" and event.timings:
                 total = sum(event.timings.values()) or 1.0
@@ -139,9 +175,19 @@ def train_with_progress(cfg, data: Path, out: Path, resume: bool = False) -> Pat
 
     trainer = Trainer(cfg, data, out, on_event=on_event)
     try:
-        return trainer.run(resume=resume)
+        return trainer.run_update(update_s) if update_s is not None else trainer.run(resume=resume)
     finally:
         bar.close()
+
+
+def format_seconds(seconds: float) -> str:
+    """``95`` -> ``1 min 35 s``; ``4000`` -> ``1 h 07 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -152,6 +198,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         report_problems(open_folder(args.data).problems, args.out / "problems.txt", write=False)
     run = train_with_progress(cfg, args.data, args.out, resume=args.resume)
     print(f"run folder: {run}")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from oste_core.config import OSTEConfig
+
+    cfg = OSTEConfig()  # the run's own settings are loaded by the update; only the device comes from here
+    cfg.train.device = args.device
+    run = train_with_progress(cfg, args.data, args.run, update_s=args.budget)
+    print(f"updated run: {run}")
     return 0
 
 
@@ -350,8 +406,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_headless_demo(args.out, iters=args.iters, n=args.n)
 
 
-COMMANDS = {"demo-data": cmd_demo_data, "train": cmd_train, "predict": cmd_predict, "eval": cmd_eval,
-            "export": cmd_export, "info": cmd_info, "demo": cmd_demo}
+COMMANDS = {"demo-data": cmd_demo_data, "train": cmd_train, "update": cmd_update, "predict": cmd_predict,
+            "eval": cmd_eval, "export": cmd_export, "info": cmd_info, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,6 +134,7 @@ class OSTEConfig:
 
 CPU_PRESET: dict[str, Any] = {
     "train.iters": 300, "train.batch": 8, "train.crop": 128, "train.workers": 0, "model.cam_scales": (1.0,),
+    "train.log_every": 1,
 }
 
 

@@ -127,7 +127,7 @@ class FeatureCache:
     def compute(self, image: np.ndarray) -> ImageFeatures:
         """Backbone features of one (H, W, 3) uint8 image at its own size (no flip, one scale)."""
         backbone = self.model.backbone
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
         mean = torch.tensor(backbone.input_mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(backbone.input_std, device=self.device).view(1, 3, 1, 1)
         x = (pixels[None].to(self.device).float() / 255.0 - mean) / std

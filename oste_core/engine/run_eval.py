@@ -29,7 +29,7 @@ class RunEvaluation:
         self.class_names = list(class_names)
         n = len(self.class_names) + 1
         self.sweeps = {layer: ThresholdSweep(n) for layer in CAM_LAYERS}
-        self.pseudo, self.seg = ConfusionMatrix(n), ConfusionMatrix(n)
+        self.pseudo, self.seg, self.suggestion = ConfusionMatrix(n), ConfusionMatrix(n), ConfusionMatrix(n)
         self.images = 0
 
     def add(self, sample: Sample, prediction: Prediction) -> bool:
@@ -41,6 +41,7 @@ class RunEvaluation:
             sweep.update(getattr(prediction, layer), prediction.tags, gt)
         self.pseudo.update(prediction.pseudo_label, gt)
         self.seg.update(prediction.seg, gt)
+        self.suggestion.update(prediction.suggestion, gt)
         self.images += 1
         return True
 
@@ -50,9 +51,12 @@ class RunEvaluation:
         cam_sweep = self.sweeps["cam"]
         best_cam = cam_sweep.matrices[cam_sweep.thresholds.index(results["cam"].best_threshold)]
         names = ["background", *self.class_names]
+        present = self.suggestion.matrix.sum(axis=1) > 0  # classes in the ground truth
         per_class = {
-            name: {"cam": _num(c), "pseudo": _num(p), "seg": _num(s)}
-            for name, c, p, s in zip(names, best_cam.iou(), self.pseudo.iou(), self.seg.iou())
+            name: {"cam": _num(c), "pseudo": _num(p), "seg": _num(s), "suggestion": _num(g)}
+            for name, c, p, s, g, seen in zip(names, best_cam.iou(), self.pseudo.iou(), self.seg.iou(),
+                                              self.suggestion.iou(), present)
+            if seen
         }
         return {
             "images": self.images,
@@ -66,6 +70,7 @@ class RunEvaluation:
             "pseudo_coverage": _num(self.pseudo.coverage()),
             "seg_miou": _num(self.seg.miou()),
             "seg_pixel_accuracy": _num(self.seg.pixel_accuracy()),
+            "suggestion_miou": _num(self.suggestion.miou()),
             "per_class": per_class,
         }
 
@@ -104,9 +109,11 @@ def format_report(report: dict) -> str:
         f"{'pseudo-labels (FBE)':<22}{100 * report['pseudo_miou']:8.2f}   "
         f"(coverage {100 * report['pseudo_coverage']:.1f}% of pixels labelled)",
         f"{'segmentation':<22}{100 * report['seg_miou']:8.2f}",
+        f"{'suggestion (full mask)':<22}{100 * report['suggestion_miou']:8.2f}",
         "",
-        f"{'class':<22}{'CAM':>8}{'pseudo':>8}{'seg':>8}",
+        f"{'class':<22}{'CAM':>8}{'pseudo':>8}{'seg':>8}{'suggest':>8}",
     ]
     for name, ious in report["per_class"].items():
-        lines.append(f"{name:<22}{100 * ious['cam']:8.2f}{100 * ious['pseudo']:8.2f}{100 * ious['seg']:8.2f}")
+        lines.append(f"{name:<22}{100 * ious['cam']:8.2f}{100 * ious['pseudo']:8.2f}{100 * ious['seg']:8.2f}"
+                     f"{100 * ious['suggestion']:8.2f}")
     return "\n".join(lines)

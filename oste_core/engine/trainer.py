@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import random
 import threading
@@ -126,6 +127,12 @@ class PhaseTimer:
             torch.cuda.synchronize(self.device)
 
 
+def loader_workers_available() -> int:
+    """Data-loader processes this machine can run beside the training process: its usable cores minus one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(cores - 1, 0)
+
+
 def folder_tags(folder: LabelledFolder, sample: Sample, device: torch.device) -> torch.Tensor:
     """The sample's tags as a (K,) multi-hot float tensor."""
     tags = torch.zeros(folder.num_classes, device=device)
@@ -235,10 +242,11 @@ class Trainer:
             sampler = RandomSampler(dataset, generator=generator)
         per_process = max(1, t.batch // self.dist.world_size) if self.dist.enabled else t.batch
         drop_last = len(dataset) >= per_process * self.dist.world_size
+        workers = min(t.workers, loader_workers_available())
         loader = DataLoader(
-            dataset, batch_size=per_process, sampler=sampler, num_workers=t.workers, drop_last=drop_last,
+            dataset, batch_size=per_process, sampler=sampler, num_workers=workers, drop_last=drop_last,
             worker_init_fn=seed_worker, generator=generator, pin_memory=self.device.type == "cuda",
-            persistent_workers=t.workers > 0,
+            persistent_workers=workers > 0,
         )
         epoch = 0
         while True:

@@ -1,0 +1,197 @@
+"""The fast mode (frozen backbone, cached features), incremental updates and the full-mask suggestion."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import tiny_config
+from oste_core.config import ModelConfig
+from oste_core.data import open_folder
+from oste_core.engine.feature_cache import CACHE_DIR
+from oste_core.engine.predictor import Predictor
+from oste_core.engine.trainer import Trainer
+from oste_core.models.modules.crf import make_crf
+from oste_core.models.modules.suggestion import make_suggestion
+
+
+def fast_config(**overrides):
+    return tiny_config(**{"train.freeze_backbone": True, "train.fast_max_side": 48, "train.checkpoint_every": 0,
+                          **overrides})
+
+
+@pytest.fixture
+def own_folder(demo_folder, tmp_path) -> Path:
+    """A private copy of the demo folder (these tests edit images and verified masks)."""
+    return Path(shutil.copytree(demo_folder, tmp_path / "data"))
+
+
+def cache_files(run: Path) -> set[str]:
+    return {p.name for p in (run / CACHE_DIR).glob("*.pt")}
+
+
+def test_fast_mode_caches_each_image_once_and_trains_only_the_heads(own_folder, tmp_path):
+    run = tmp_path / "run"
+    events = []
+    Trainer(fast_config(), own_folder, run, on_event=events.append).run()
+    assert len(cache_files(run)) == len(open_folder(own_folder).samples)
+    assert any(e.kind == "features" for e in events)
+    state = torch.load(run / "model.pt", weights_only=False)
+    fresh = state["model"]
+    assert state["config"]["train"]["freeze_backbone"] is True
+    # the backbone is the ImageNet one: the same weights before and after training
+    from oste_core.models.backbones import build_backbone
+
+    imagenet = build_backbone("efficientnet_lite0", 8, "auto", frozen_bn=True).state_dict()
+    name = "_blocks.3._project_conv.weight"
+    assert torch.equal(fresh[f"backbone.{name}"], imagenet[name])
+
+
+def test_feature_cache_is_invalidated_when_an_image_or_a_setting_changes(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(), own_folder, run).run()
+    before = cache_files(run)
+    image = open_folder(own_folder).samples[0].image_path
+    pixels = np.asarray(Image.open(image).convert("RGB")).copy()
+    pixels[:8, :8] = 255 - pixels[:8, :8]
+    Image.fromarray(pixels).save(image)
+    os.utime(image, ns=(1, 1))  # a different modification time, whatever the file system's resolution
+    shutil.rmtree(run)
+    Trainer(fast_config(), own_folder, run).run()
+    after = cache_files(run)
+    assert len(before - after) == 1 and len(after - before) == 1  # only the edited image was recomputed
+
+    run2 = tmp_path / "run2"
+    Trainer(fast_config(**{"train.fast_max_side": 40}), own_folder, run2).run()
+    assert not cache_files(run2) & after  # another working size: other features
+
+
+def test_a_corrupt_cache_file_is_rebuilt_not_fatal(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(), own_folder, run).run()
+    victim = sorted((run / CACHE_DIR).glob("*.pt"))[0]
+    victim.write_bytes(b"not a torch file")
+    messages = []
+    Trainer(fast_config(**{"train.iters": 6}), own_folder, run, on_event=lambda e: messages.append(e.message)).run(
+        resume=True)
+    assert any("rebuilt" in m and victim.name in m for m in messages)
+    assert torch.load(victim, weights_only=True)["stages"]  # readable again
+
+
+def test_progress_comes_every_iteration_with_the_losses(own_folder, tmp_path):
+    events = []
+    Trainer(fast_config(**{"train.iters": 5, "train.log_every": 10}), own_folder, tmp_path / "run",
+            on_event=events.append).run()
+    progress = [e for e in events if e.kind == "progress"]
+    # log_every 10 would report at 1 and 5 only; the cached-feature steps take well under a second each,
+    # so this checks the CPU preset's log_every below instead
+    assert [e.iteration for e in progress][0] == 1 and progress[-1].iteration == 5
+    events.clear()
+    from oste_core.config import CPU_PRESET
+
+    Trainer(fast_config(**{"train.iters": 5, "train.log_every": CPU_PRESET["train.log_every"]}), own_folder,
+            tmp_path / "run2", on_event=events.append).run()
+    progress = [e for e in events if e.kind == "progress"]
+    assert [e.iteration for e in progress] == [1, 2, 3, 4, 5]
+    assert all("total" in e.losses and np.isfinite(e.losses["total"]) for e in progress)
+
+
+def _verified_share(run: Path, folder_path: Path, stem: str, label: int) -> float:
+    folder = open_folder(folder_path)
+    sample = folder.find(stem)
+    prediction = Predictor.from_run(run).predict(
+        np.asarray(Image.open(sample.image_path).convert("RGB")), folder.tag_indices(sample))
+    return float((prediction.seg == label).mean())
+
+
+def test_update_learns_from_the_verified_masks(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 2}), own_folder, run).run()
+    folder = open_folder(own_folder)
+    sample = folder.samples[0]
+    label = folder.tag_indices(sample)[0]
+    before = _verified_share(run, own_folder, sample.stem, label)
+    mask = np.full(Image.open(sample.image_path).size[::-1], label, dtype=np.uint8)
+    target = folder.verified_path(sample)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(target)
+    weights_before = (run / "model.pt").stat().st_mtime_ns
+    events = []
+    Trainer(fast_config(), own_folder, run, on_event=events.append).run_update(budget_s=4.0)
+    assert (run / "model.pt").stat().st_mtime_ns != weights_before
+    assert "1 verified mask" in events[0].message
+    assert [e.kind for e in events][-1] == "done"
+    after = _verified_share(run, own_folder, sample.stem, label)
+    assert after > before + 0.2, (before, after)
+
+
+def test_update_of_a_missing_run_is_a_clear_error(own_folder, tmp_path):
+    from oste_core.engine.trainer import TrainingError
+
+    with pytest.raises(TrainingError, match="config.yaml"):
+        Trainer(fast_config(), own_folder, tmp_path / "nothing").run_update(5.0)
+
+
+# ------------------------------------------------------------------ suggestion
+def _suggestion_inputs(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    image = (torch.rand(3, 40, 48, generator=generator) * 255).to(torch.uint8)
+    seg_logits = torch.randn(5, 40, 48, generator=generator)  # K = 4 classes + background
+    cams = torch.rand(4, 5, 6, generator=generator)
+    pseudo = torch.full((40, 48), 255, dtype=torch.long)
+    return image, seg_logits, cams, pseudo
+
+
+def test_suggestion_labels_every_pixel_with_background_or_a_tag():
+    image, seg_logits, cams, pseudo = _suggestion_inputs()
+    crf = make_crf("torch", iters=3)
+    label, confidence = make_suggestion(seg_logits, cams, image, [2, 4], pseudo, ModelConfig(), crf)
+    assert label.shape == (40, 48) and confidence.shape == (40, 48)
+    assert set(label.unique().tolist()) <= {0, 2, 4}
+    assert float(confidence.min()) >= 0.0 and float(confidence.max()) <= 1.0
+
+
+def test_suggestion_keeps_confident_fbe_pixels_and_a_verified_mask_wins():
+    image, seg_logits, cams, pseudo = _suggestion_inputs(1)
+    pseudo[:10] = 2
+    verified = torch.full((40, 48), 255, dtype=torch.long)
+    verified[:, :5] = 4
+    label, confidence = make_suggestion(seg_logits, cams, image, [2, 4], pseudo, ModelConfig(), make_crf("torch", 3),
+                                        verified)
+    assert (label[:10, 5:] == 2).all()
+    assert (label[:, :5] == 4).all() and (confidence[:, :5] == 1.0).all()
+
+
+def test_suggestion_without_tags_is_all_background():
+    image, seg_logits, cams, pseudo = _suggestion_inputs(2)
+    label, confidence = make_suggestion(seg_logits, cams, image, [], pseudo, ModelConfig(), make_crf("torch", 3))
+    assert (label == 0).all() and (confidence == 1.0).all()
+
+
+def test_prediction_carries_a_full_suggestion_and_the_verified_mask_wins(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 2}), own_folder, run).run()
+    folder = open_folder(own_folder)
+    predictor = Predictor.from_run(run)
+    sample = folder.samples[1]
+    tags = folder.tag_indices(sample)
+    prediction = predictor.predict_sample(folder, sample)
+    assert prediction.suggestion.shape == prediction.pseudo_label.shape
+    assert set(np.unique(prediction.suggestion).tolist()) <= {0, *tags}
+    assert 0.0 <= prediction.suggestion_confidence.min() and prediction.suggestion_confidence.max() <= 1.0
+
+    size = Image.open(sample.image_path).size[::-1]
+    verified = np.full(size, 255, dtype=np.uint8)
+    verified[: size[0] // 2] = tags[0]
+    target = folder.verified_path(sample)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(verified).save(target)
+    sample = open_folder(own_folder).find(sample.stem)
+    again = predictor.predict_sample(open_folder(own_folder), sample)  # a new verified mask: not the cached result
+    top = again.suggestion[: again.suggestion.shape[0] // 2 - 1]
+    assert (top == tags[0]).all()
