@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QGuiApplication
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QShowEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -82,6 +82,7 @@ class MainWindow(QMainWindow):
         self.inference = InferenceClient(self)
         self._validation: tuple = ()  # (QThread, ValidationWorker) while images are checked
         self.closing = False  # the user confirmed quitting; the window closes once the training stopped
+        self._default_layout = True  # dock sizes are set when first shown, unless a saved layout was restored
         self.export_dialog: ExportDialog | None = None
         self.help_dialog: HelpDialog | None = None
         self.error_box: QMessageBox | None = None  # the last error dialog
@@ -112,6 +113,16 @@ class MainWindow(QMainWindow):
         available = screen.availableGeometry()
         self.resize(min(PREFERRED_SIZE[0], available.width()), min(PREFERRED_SIZE[1], available.height()))
 
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
+        """Size the docks for the window's real size the first time it is shown (docks sized earlier
+        are scaled unevenly when the window later takes the screen's size)."""
+        super().showEvent(event)
+        if self._default_layout:
+            self._default_layout = False
+            self.resizeDocks([self.list_dock, self.tags_dock], [230, 250], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.training_dock], [240], Qt.Orientation.Vertical)
+            self.resizeDocks([self.tags_dock, self.layers_dock], [2, 3], Qt.Orientation.Vertical)
+
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
@@ -131,8 +142,6 @@ class MainWindow(QMainWindow):
         bottom.setStretchFactor(0, 3)
         bottom.setStretchFactor(1, 2)
         self.training_dock = self._dock("Training", "training_dock", bottom, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.resizeDocks([self.list_dock, self.tags_dock], [230, 250], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.training_dock], [230], Qt.Orientation.Vertical)
 
     def _build_status_bar(self) -> None:
         device = pick_device("auto")
@@ -185,6 +194,7 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window/state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
+            self._default_layout = False
         self.layers_panel.set_opacity(float(self.settings.value("view/opacity", self.layers_panel.opacity())))
         self.layers_panel.set_colormap(str(self.settings.value("view/colormap", self.layers_panel.colormap())))
         self.canvas.set_opacity(self.layers_panel.opacity())

@@ -28,7 +28,7 @@ class Menus:
                                         "fa5s.folder-open")
         self.demo_action = self._action("Open &demo project", w.open_demo, None, "fa5s.flask")
         self.export_action = self._action("&Export masks...", w.show_export_dialog, "Ctrl+E", "fa5s.file-export")
-        self.quit_action = self._action("&Quit", w.close, QKeySequence.StandardKey.Quit)
+        self.quit_action = self._action("&Quit", w.close, "Ctrl+Q")
         self.prev_action = self._action("&Previous image", lambda: w.image_list.step(-1), "A", "fa5s.arrow-left")
         self.next_action = self._action("&Next image", lambda: w.image_list.step(+1), "D", "fa5s.arrow-right")
         self.fit_action = self._action("&Fit to window", w.canvas.fit, "Ctrl+F", "fa5s.expand")

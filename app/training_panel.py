@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -127,6 +128,7 @@ class TrainingPanel(QWidget):
         self.progress.setFormat("")
         self.progress.setValue(0)
         self.stats = QLabel("Not training")
+        self.stats.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the dock
         self.plot = LossPlot()
 
         right = QVBoxLayout()
@@ -265,3 +267,4 @@ class TrainingPanel(QWidget):
             self.plot.add_point(event.iteration, event.losses)
         elif event.kind in ("done", "cancelled"):
             self.stats.setText(event.message)
+            self.stats.setToolTip(event.message)

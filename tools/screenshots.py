@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
     parser.add_argument("--iters", type=int, default=120, help="training iterations of the demo model")
     parser.add_argument("--run", type=Path, help="an already trained demo run to show in the layer screenshots")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a further training setting, e.g. --set train.freeze_backbone=true (repeatable)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
@@ -82,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         panel.crop.setValue(96)
         panel.device.setCurrentText("cpu")
         panel.set_extra_overrides({"train.workers": 0, "train.log_every": 2, "model.cam_scales": (1.0,),
-                                   "model.crf_backend": "torch", "model.crf_iters": 3, "train.lr": 0.02})
+                                   "model.crf_backend": "torch", "model.crf_iters": 3, "train.lr": 0.02,
+                                   **dict(item.split("=", 1) for item in args.set)})
         finished: list[str] = []
         window.trainingFinished.connect(finished.append)
         window.start_training()
-        wait_until(app, lambda: panel.progress.value() >= max(min(args.iters // 3, 20), 2), 600, "training progress")
+        points = max(min(args.iters // 3, 20), 2)
+        wait_until(app, lambda: len(panel.plot.series().get("total", [])) >= points, 900, "training progress")
         save(window, args.out, "03_training_running")
         if given_run is not None:
             window.stop_training()
