@@ -131,7 +131,7 @@ class _InferenceWorker(QObject):
         try:
             image = load_image(request.image_path, max_side=self.predictor.max_side)
             tags = list(request.tags) if request.tags is not None else None
-            prediction = self.predictor.predict(image, tags, key=f"{request.stem}|{request.tags}")
+            prediction = self.predictor.predict(image, tags, key=request.stem, image_path=request.image_path)
         except Exception as exc:  # noqa: BLE001 - unreadable image or inference failure: shown, not raised
             self.predictFailed.emit(request, describe(exc))
             return

@@ -507,3 +507,25 @@ def test_opening_another_folder_resets_the_training_panel(
     window.open_folder(other)
     assert panel.plot.series() == {} and panel.progress.value() == 0 and panel.stats.text() == "Not training"
     assert panel.selected_run() is None
+
+
+def test_fast_mode_run_predicts_from_its_feature_cache_and_updates(
+    window: MainWindow, project_dir: Path, qtbot
+) -> None:
+    window.open_folder(project_dir)
+    panel = window.training_panel
+    panel.iters.setValue(2)
+    panel.device.setCurrentText("cpu")
+    panel.set_extra_overrides({**TINY_TRAINING, "train.freeze_backbone": True})
+    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as trained:
+        window.start_training()
+    run = Path(trained.args[0])
+    assert (run / "model.pt").exists()
+    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
+    prediction = window.project.prediction(window.current_stem())
+    assert prediction.suggestion.shape == window.canvas.image_size()
+    window.training.update_budget_s = 0.5
+    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as updated:
+        window.menus.update_action.trigger()
+    assert updated.args == [str(run)]
+    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
