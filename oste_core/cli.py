@@ -128,8 +128,7 @@ def build_config(args: argparse.Namespace):
         cfg = default_config("cpu" if use_preset else "cuda")
         if use_preset:
             print(f"no GPU: training with the CPU preset ({', '.join(f'{k}={v}' for k, v in CPU_PRESET.items())}); "
-                  "pass --paper for the paper's schedule (10 000 iterations at crop 321, days on a CPU)",
-                  file=sys.stderr)
+                  "pass --paper for the paper's schedule (10 000 iterations at crop 321, days on a CPU)")
     direct = {"train.iters": args.iters, "train.batch": args.batch, "train.crop": args.crop,
               "model.backbone": args.backbone, "train.device": args.device}
     apply_overrides(cfg, {k: v for k, v in direct.items() if v is not None})

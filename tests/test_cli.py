@@ -189,3 +189,37 @@ def test_export_default_is_the_full_mask_suggestion(trained, demo_folder, tmp_pa
         assert set(np.unique(mask)) <= {0, *folder.tag_indices(sample)}, sample.stem  # no 255 anywhere
         np.testing.assert_array_equal(mask, predictor.predict_sample(folder, sample).suggestion)
     assert "unsure" not in capsys.readouterr().out  # a full mask: no CVAT 'unsure' label needed
+
+
+def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_estimates_the_time(demo_folder, tmp_path, capsys):
+    from oste_core.config import CPU_PRESET, OSTEConfig
+
+    run = tmp_path / "run"
+    assert main(["train", str(demo_folder), "--out", str(run), "--iters", "4", "--device", "cpu",
+                 "--set", "train.fast_max_side=48", "--set", "model.crf_backend=torch"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU preset" in out and "--paper" in out
+    assert "estimated total time" in out
+    cfg = OSTEConfig.load(run / "config.yaml")
+    for key, value in CPU_PRESET.items():
+        if key != "train.iters":
+            section, name = key.split(".")
+            saved = getattr(getattr(cfg, section), name)
+            assert saved == (tuple(value) if isinstance(saved, tuple) else value), key
+    assert cfg.train.iters == 4
+
+
+def test_paper_schedule_on_a_cpu_only_when_asked(demo_folder, tmp_path):
+    from oste_core.cli import _parser, build_config
+    from oste_core.config import OSTEConfig
+
+    paper = build_config(_parser().parse_args(["train", str(demo_folder), "--out", str(tmp_path), "--device", "cpu",
+                                               "--paper"]))
+    assert (paper.train.iters, paper.train.crop) == (OSTEConfig().train.iters, OSTEConfig().train.crop)
+
+
+def test_update_command_continues_a_run(trained, demo_folder, capsys):
+    before = (trained / "model.pt").stat().st_mtime_ns
+    assert main(["update", str(trained), str(demo_folder), "--budget", "2", "--device", "cpu"]) == 0
+    assert (trained / "model.pt").stat().st_mtime_ns != before
+    assert "updated run" in capsys.readouterr().out

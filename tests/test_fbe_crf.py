@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from oste_core.config import ModelConfig
 from oste_core.models.modules.crf import PydenseCRF, TorchDenseCRF, make_crf, pydensecrf_available
-from oste_core.models.modules.fbe import IGNORE, fbe_scores, make_pseudo_labels
+from oste_core.labels import UNSURE as IGNORE
+from oste_core.models.modules.fbe import fbe_scores, make_pseudo_labels
 
 BACKENDS = ["torch", pytest.param("pydensecrf", marks=pytest.mark.skipif(
     not pydensecrf_available(), reason="pydensecrf is not installed"))]

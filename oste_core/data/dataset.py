@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from oste_core.data.folder import FolderError, LabelledFolder, Sample
 from oste_core.data.image_io import ImageLoadError, load_image, load_mask
+from oste_core.labels import clean_labels
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class TrainDataset(Dataset):
         if sample.verified_mask is None:
             return image, None
         mask = load_mask(sample.verified_mask, shape=image.shape[:2])
-        mask[(mask > self.folder.num_classes) & (mask != 255)] = 255
+        clean_labels(mask, self.folder.num_classes)
         return image, mask
 
     def _load_readable(self, index: int) -> tuple[int, np.ndarray, np.ndarray | None]:

@@ -17,7 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-VOID = 255
+from oste_core.labels import UNSURE
+
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
 
@@ -38,8 +39,8 @@ class ConfusionMatrix:
         if pred.shape != gt.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}")
         n = self.num_classes
-        valid = gt != VOID
-        labelled = valid & (pred != VOID)
+        valid = gt != UNSURE
+        labelled = valid & (pred != UNSURE)
         for name, values in (("ground truth", gt[valid]), ("prediction", pred[labelled])):
             if values.size and (values.min() < 0 or values.max() >= n):
                 raise ValueError(f"{name} has label {values.max()} outside 0..{n - 1} (and 255 for void)")

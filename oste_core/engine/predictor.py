@@ -26,19 +26,16 @@ import torch.nn.functional as F
 from oste_core.config import OSTEConfig
 from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image, load_mask
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity, resize_to_working
-from oste_core.engine.trainer import CHECKPOINT, FINAL_MODEL
+from oste_core.engine.run_folder import RunError, RunFolder
+from oste_core.labels import UNSURE, clean_labels
 from oste_core.models import OSTEModel
-from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.cam import resize_maps
+from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.suggestion import make_suggestion
 from oste_core.utils.device import pick_device
 
 log = logging.getLogger(__name__)
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be loaded; the message names the file and the problem."""
 
 
 @dataclass
@@ -56,7 +53,7 @@ class Prediction:
     @property
     def uncertainty(self) -> float:
         """Share of unsure (255) pixels in the pseudo-label: the review-order key."""
-        return float((self.pseudo_label == 255).mean())
+        return float((self.pseudo_label == UNSURE).mean())
 
 
 def _normalise_per_class(cams: torch.Tensor) -> torch.Tensor:
@@ -69,14 +66,6 @@ def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if mask.shape == size:
         return mask
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-
-
-def find_weights(run_dir: Path) -> Path:
-    """The final model, or the latest checkpoint of a stopped run."""
-    for name in (FINAL_MODEL, CHECKPOINT):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise RunError(f"{run_dir}: no {FINAL_MODEL} or {CHECKPOINT} (is this a run folder, and did training start?)")
 
 
 class Predictor:
@@ -105,9 +94,9 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> "Predictor":
         run_dir = Path(run_dir)
-        weights = find_weights(run_dir)
+        weights = RunFolder(run_dir).weights_file()
+        state = RunFolder.load_weights(weights)
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=False)
             ignored: list[str] = []
             cfg = OSTEConfig.from_dict(state["config"], ignored=ignored)
             class_names = list(state["class_names"])
@@ -214,7 +203,7 @@ class Predictor:
         verified = None
         if sample.verified_mask is not None and sample.verified_mask.exists():
             verified = load_mask(sample.verified_mask)
-            verified[(verified > self.num_classes) & (verified != 255)] = 255
+            clean_labels(verified, self.num_classes)
         return self.predict(image, folder.tag_indices(sample), key=sample.stem, verified=verified,
                             image_path=sample.image_path)
 

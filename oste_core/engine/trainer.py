@@ -5,13 +5,12 @@ MAF-enhanced CAM and the segmentation logits; pseudo-labels are made on the fly 
 enhanced CAM by the FBE module (CRF included, outside autograd); user-verified masks replace them
 where present; the total loss (Eq 22) updates the backbone through both branches.
 
-A run folder holds ``config.yaml``, ``classes.txt``, ``versions.json``, ``problems.txt`` (images
-that were skipped), ``metrics.jsonl``, ``checkpoint.pt`` (latest, for resume) and ``model.pt``.
+The run folder's files (config, classes, versions, problems, metrics, checkpoint, model, the fast mode's
+feature cache) are read and written through ``run_folder.RunFolder``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -32,15 +31,14 @@ from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset
                              validate_images)
 from oste_core.engine import distributed as dist_utils
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity
+from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
+from oste_core.labels import UNSURE, clean_labels
 from oste_core.losses import compute_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import device_description, pick_device
-from oste_core.utils.io import atomic_path, atomic_write_text
 
-CHECKPOINT = "checkpoint.pt"
-FINAL_MODEL = "model.pt"
 PROGRESS_EVERY_S = 1.0  # a progress event at least this often, whatever train.log_every says
 
 
@@ -88,12 +86,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save through a temp file + rename, so a crash never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
 
 
 class PhaseTimer:
@@ -155,7 +147,7 @@ class VerifiedMasks:
         key = (sample.stem, size)
         if key not in self._masks:
             mask = load_mask(sample.verified_mask, shape=size)
-            mask[(mask > self.folder.num_classes) & (mask != 255)] = 255
+            clean_labels(mask, self.folder.num_classes)
             self._masks[key] = mask
         return self._masks[key]
 
@@ -179,6 +171,7 @@ class Trainer:
         self.cfg = cfg
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
+        self.run_folder = RunFolder(self.run_dir)
         self.on_event = on_event
         self.profile_phases = profile_phases
         self._cancel = threading.Event()
@@ -203,35 +196,30 @@ class Trainer:
         self._emit(TrainEvent("log", message=message))
 
     def _prepare_run_folder(self, folder: LabelledFolder, resume: bool) -> None:
-        if not resume and any((self.run_dir / name).exists() for name in (CHECKPOINT, FINAL_MODEL)):
+        if not resume and self.run_folder.has_weights():
             raise TrainingError(f"{self.run_dir}: already holds a trained run; pass --resume to continue it "
                                 "or choose a new run folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        saved_cfg = self.run_dir / "config.yaml"
-        if resume and saved_cfg.exists():
-            saved = OSTEConfig.load(saved_cfg)
+        if resume and self.run_folder.file(CONFIG).exists():
+            saved = self.run_folder.load_config()
             saved.train.iters = self.cfg.train.iters  # resume may extend the schedule
             saved.train.device = self.cfg.train.device
             self.cfg = saved
-        classes_file = self.run_dir / "classes.txt"
-        if resume and classes_file.exists():
-            saved_classes = classes_file.read_text(encoding="utf-8").splitlines()
+        saved_classes = self.run_folder.load_classes()
+        if resume and saved_classes is not None:
             if saved_classes != folder.class_names:
                 raise TrainingError(
-                    f"{classes_file}: the run was trained on classes {saved_classes}, "
+                    f"{self.run_folder.file(CLASSES)}: the run was trained on classes {saved_classes}, "
                     f"but {folder.root} now has {folder.class_names}; start a new run instead of --resume"
                 )
         if not self.dist.is_main:
             return
-        self.cfg.save(saved_cfg)
-        atomic_write_text(classes_file, "\n".join(folder.class_names) + "\n")
-        atomic_write_text(self.run_dir / "versions.json", json.dumps(package_versions(), indent=2))
-        atomic_write_text(self.run_dir / "problems.txt", "".join(p + "\n" for p in folder.problems))
-        atomic_write_text(
-            self.run_dir / "data.json",
-            json.dumps({"data_dir": str(self.data_dir.resolve()), "layout": folder.layout,
-                        "images": len(folder.samples)}, indent=2),
-        )
+        self.run_folder.save_config(self.cfg)
+        self.run_folder.save_classes(folder.class_names)
+        self.run_folder.save_json(VERSIONS, package_versions())
+        self.run_folder.save_problems(folder.problems)
+        self.run_folder.save_json(DATA, {"data_dir": str(self.data_dir.resolve()), "layout": folder.layout,
+                                  "images": len(folder.samples)})
 
     def _loader(self, dataset: TrainDataset) -> Iterator[dict]:
         t = self.cfg.train
@@ -454,7 +442,7 @@ class Trainer:
                         pseudo = torch.from_numpy(mask).long()[None].to(device)
                 losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
                 (losses["total"] / len(indices)).backward()
-                unsure += int((pseudo == 255).sum())
+                unsure += int((pseudo == UNSURE).sum())
                 pixels += pseudo.numel()
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach() / len(indices)
@@ -528,7 +516,7 @@ class Trainer:
                 losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
             self.timer.mark("losses")
             losses["total"].backward()
-            return losses, (pseudo == 255).float().mean()
+            return losses, (pseudo == UNSURE).float().mean()
 
         return step
 
@@ -544,9 +532,8 @@ class Trainer:
         self._emit(TrainEvent("progress", iteration, end_iter, values, lr, images_per_s, eta_s,
                               timings=self.timer.means()))
         if self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps({"iteration": iteration, "lr": lr, "images_per_s": images_per_s,
-                                      "pseudo_unsure": float(unsure), **values}) + "\n")
+            self.run_folder.append_metrics({"iteration": iteration, "lr": lr, "images_per_s": images_per_s,
+                                     "pseudo_unsure": float(unsure), **values})
 
     def _optimizer(self, model: OSTEModel) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -576,14 +563,13 @@ class Trainer:
     def _save_checkpoint(self, model: OSTEModel, optimizer: torch.optim.Optimizer, iteration: int) -> None:
         if not self.dist.is_main:
             return
-        save_checkpoint(self.run_dir / CHECKPOINT, {
+        self.run_folder.save_weights(CHECKPOINT, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
             "config": self.cfg.to_dict(), "class_names": self.folder.class_names,
-            "torch_rng": torch.get_rng_state(),
         })
 
     def _load_checkpoint(self, model: OSTEModel, optimizer: torch.optim.Optimizer) -> int:
-        path = self.run_dir / CHECKPOINT
+        path = self.run_folder.file(CHECKPOINT)
         if not path.exists():
             raise TrainingError(f"{path}: no checkpoint to resume from")
         try:
@@ -597,34 +583,30 @@ class Trainer:
 
     def _load_run_settings(self, folder: LabelledFolder) -> None:
         """An update trains with the run's own settings (only the device is taken from ``cfg``)."""
-        saved_cfg = self.run_dir / "config.yaml"
-        if not saved_cfg.exists():
-            raise TrainingError(f"{saved_cfg}: not found; an update continues a trained run (train one first)")
-        saved = OSTEConfig.load(saved_cfg)
+        if not self.run_folder.file(CONFIG).exists():
+            raise TrainingError(f"{self.run_folder.file(CONFIG)}: not found; an update continues a trained run "
+                                "(train one first)")
+        saved = self.run_folder.load_config()
         saved.train.device = self.cfg.train.device
         self.cfg = saved
-        classes_file = self.run_dir / "classes.txt"
-        saved_classes = classes_file.read_text(encoding="utf-8").splitlines() if classes_file.exists() else []
+        saved_classes = self.run_folder.load_classes() or []
         if saved_classes != folder.class_names:
-            raise TrainingError(f"{classes_file}: the run knows classes {saved_classes}, but {folder.root} now has "
+            raise TrainingError(f"{self.run_folder.file(CLASSES)}: the run knows classes {saved_classes}, but {folder.root} now has "
                                 f"{folder.class_names}; train a new run to use the new classes")
 
     def _load_weights(self, model: OSTEModel) -> int:
         """The run's latest weights (``model.pt``, else ``checkpoint.pt``) for an update; their iteration."""
-        for name in (FINAL_MODEL, CHECKPOINT):
-            path = self.run_dir / name
-            if path.exists():
-                try:
-                    state = torch.load(path, map_location=self.device, weights_only=False)
-                    model.load_state_dict(state["model"])
-                except Exception as exc:  # noqa: BLE001 - one clear error for any unreadable file
-                    raise TrainingError(f"{path}: cannot update from this model file ({exc})") from exc
-                return int(state.get("iteration", 0))
-        raise TrainingError(f"{self.run_dir}: no {FINAL_MODEL} or {CHECKPOINT} to update (train first)")
+        try:
+            path = self.run_folder.weights_file()
+            state = self.run_folder.load_weights(path, self.device)
+            model.load_state_dict(state["model"])
+        except (RunError, RuntimeError, KeyError) as exc:
+            raise TrainingError(f"cannot update from this run: {exc}") from exc
+        return int(state.get("iteration", 0))
 
     def _finish(self, model: OSTEModel, iteration: int) -> None:
         if self.dist.is_main:
-            save_checkpoint(self.run_dir / FINAL_MODEL, {
+            self.run_folder.save_weights(FINAL_MODEL, {
                 "model": model.state_dict(), "config": self.cfg.to_dict(),
                 "class_names": self.folder.class_names, "iteration": iteration,
             })

@@ -26,11 +26,11 @@ import numpy as np
 from PIL import Image
 
 from oste_core.export.palette import VOC_PALETTE
+from oste_core.labels import UNSURE
 from oste_core.utils.io import atomic_path
 
 CVAT_ZIP = "cvat_segmentation_mask_1.1.zip"
 UNSURE_LABEL = "unsure"
-UNSURE = 255
 
 
 def cvat_zip_path(out_dir: Path) -> Path:

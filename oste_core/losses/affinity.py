@@ -14,11 +14,10 @@ far outnumber foreground ones. An empty set contributes 0.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .seg import IGNORE_INDEX
+from oste_core.labels import UNSURE
 
 
 def labels_on_grid(labels: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -36,7 +35,7 @@ def affinity_loss(similarity: Tensor, labels: Tensor, grid: tuple[int, int]) -> 
     flat = labels_on_grid(labels, grid)
     if flat.shape[1] != similarity.shape[-1]:
         raise ValueError(f"grid {tuple(grid)} does not match a similarity of {similarity.shape[-1]} pixels")
-    known = flat != IGNORE_INDEX
+    known = flat != UNSURE
     pair_known = known[:, :, None] & known[:, None, :]
     same = (flat[:, :, None] == flat[:, None, :]) & pair_known
     background = (flat == 0)[:, :, None]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from oste_core.labels import UNSURE
+
 
 
 def segmentation_loss(seg_logits: Tensor, labels: Tensor) -> Tensor:
@@ -17,6 +18,6 @@ def segmentation_loss(seg_logits: Tensor, labels: Tensor) -> Tensor:
     if labels.dim() != 3 or labels.shape[0] != seg_logits.shape[0]:
         raise ValueError(f"labels must be (B, H, W) for logits {tuple(seg_logits.shape)}, got {tuple(labels.shape)}")
     logits = F.interpolate(seg_logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    total = F.cross_entropy(logits, labels.long(), ignore_index=IGNORE_INDEX, reduction="sum")
-    count = (labels != IGNORE_INDEX).sum().clamp(min=1)
+    total = F.cross_entropy(logits, labels.long(), ignore_index=UNSURE, reduction="sum")
+    count = (labels != UNSURE).sum().clamp(min=1)
     return total / count

@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 from oste_core.config import LossConfig
+from oste_core.labels import UNSURE
 
 from .affinity import affinity_loss
 from .classification import classification_loss, tile_classification_loss
 from .energy import energy_loss
 from .mae import cam_consistency_loss
-from .seg import IGNORE_INDEX, segmentation_loss
+from .seg import segmentation_loss
 
 LOSS_KEYS = ("cls", "tile", "mae", "affinity", "seg", "energy", "total")
 
@@ -43,7 +44,7 @@ def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iter
     zero = torch.zeros((), device=device)
     similarity = out.get("maf_similarity")
     learning = iteration >= cfg.seg_warmup_iters  # the pseudo-label losses are on
-    labels = pseudo.to(device).long().masked_fill(~valid, IGNORE_INDEX)
+    labels = pseudo.to(device).long().masked_fill(~valid, UNSURE)
     if similarity is None:
         losses["affinity"] = zero
     elif learning and cfg.w_affinity > 0:

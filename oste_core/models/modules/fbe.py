@@ -27,9 +27,10 @@ from torch import Tensor
 
 from oste_core.config import ModelConfig
 
+from oste_core.labels import UNSURE
+
 from .crf import DenseCRF, make_crf
 
-IGNORE = 255
 EPS = 1e-6
 
 
@@ -83,10 +84,10 @@ def make_pseudo_labels(cams: Tensor, images_uint8: Tensor, tags: Tensor, cfg: Mo
     allowed = torch.cat([torch.ones_like(tagged[:, :1]), tagged], dim=1)[:, :, None, None]
     confidence, label = scores.masked_fill(~allowed, -1.0).max(dim=1)
     if cfg.use_fbe:
-        base = label.masked_fill(confidence <= cfg.alpha, IGNORE)
+        base = label.masked_fill(confidence <= cfg.alpha, UNSURE)
         crf_label = _crf_labels(scores, images_uint8, tagged, cfg, crf)
-        label = torch.where(crf_label == base, crf_label, torch.full_like(label, IGNORE))
-    return label.masked_fill(~valid, IGNORE)
+        label = torch.where(crf_label == base, crf_label, torch.full_like(label, UNSURE))
+    return label.masked_fill(~valid, UNSURE)
 
 
 def _crf_labels(scores: Tensor, images_uint8: Tensor, tagged: Tensor, cfg: ModelConfig,

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from oste_core.config import ModelConfig
+from oste_core.labels import UNSURE
 
 from .crf import DenseCRF
-from .fbe import EPS, IGNORE, fbe_scores
+from .fbe import EPS, fbe_scores
 
 
 @torch.no_grad()
@@ -52,13 +53,13 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
         marginals = torch.ones_like(mixed)
     confidence, picked = marginals.max(dim=0)
     label = allowed[picked]
-    sure = pseudo_label.to(label.device) != IGNORE
+    sure = pseudo_label.to(label.device) != UNSURE
     label = torch.where(sure, pseudo_label.to(label.device).long(), label)
     fbe_confidence = scores.max(dim=0).values.to(confidence.device)
     confidence = torch.where(sure, torch.maximum(confidence, fbe_confidence), confidence)
     if verified is not None:
         verified = verified.to(label.device).long()
-        known = verified != IGNORE
+        known = verified != UNSURE
         label = torch.where(known, verified, label)
         confidence = torch.where(known, torch.ones_like(confidence), confidence)
     return label, confidence.clamp(0.0, 1.0)
