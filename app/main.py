@@ -153,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+    from app.style import app_icon
 
     _install_fatal_handler()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
+    app.setDesktopFileName("oste-studio")  # Wayland: match resources/oste-studio.desktop
+    app.setWindowIcon(app_icon())
     window = MainWindow(QSettings())
     window.show()
     if args.demo:

@@ -1,7 +1,8 @@
 """Colours, icons and numpy -> QImage conversions shared by the widgets.
 
 Class colours are the export colours (`oste_core.export.VOC_PALETTE`), so what the user sees in
-the editor is what lands in the exported PNGs. Unsure (255) pixels are drawn hatched.
+the editor is what lands in the exported PNGs. Unsure (255) pixels are drawn hatched. The app icon
+and the status colours are packaged files under ``resources/`` (read with `importlib.resources`).
 """
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ import qtawesome
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 
-from oste_core.editing import UNSURE
+import resources
+from oste_core.labels import UNSURE
 from oste_core.export import VOC_PALETTE
 
 COLORMAPS = {"JET": cv2.COLORMAP_JET, "Viridis": cv2.COLORMAP_VIRIDIS}
 
-STATUS_COLORS = {
-    "unlabelled": "#9e9e9e",
-    "pseudo": "#f0a030",
-    "verified": "#2e9e4f",
-    "error": "#d32f2f",
-}
+STATUS_COLORS: dict[str, str] = resources.load_json(resources.STATUS_PALETTE)
 STATUS_LABELS = {
     "unlabelled": "Unlabelled",
     "pseudo": "Pseudo-label",
@@ -40,6 +37,13 @@ QGroupBox::title { subcontrol-origin: margin; left: 6px; padding: 0 3px; }
 def icon(name: str, color: str | None = None) -> QIcon:
     """A qtawesome icon (e.g. "fa5s.paint-brush")."""
     return qtawesome.icon(name, color=color) if color else qtawesome.icon(name)
+
+
+def app_icon() -> QIcon:
+    """The OSTE Studio icon (``resources/oste-studio.svg`` as a 256 px PNG)."""
+    pixmap = QPixmap()
+    pixmap.loadFromData(resources.read_bytes(resources.APP_ICON_PNG), "PNG")
+    return QIcon(pixmap)
 
 
 def class_color(index: int) -> QColor:
