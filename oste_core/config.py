@@ -1,4 +1,5 @@
-"""Typed configuration: every paper setting is a default, everything can be overridden.
+"""Typed configuration: the defaults follow the OSTE paper except where ``docs/PAPER_VS_DEFAULTS.md``
+says otherwise (with the measured reason); everything can be overridden.
 
 `OSTEConfig` is saved next to each run (`config.yaml`) and reloaded by `Predictor` and `--resume`.
 Overrides use dotted keys, e.g. ``model.alpha=0.7`` or ``train.iters=500`` (`apply_overrides`).
@@ -16,7 +17,7 @@ import yaml
 
 @dataclass
 class ModelConfig:
-    """The OSTE network and its three enhancement modules (paper defaults)."""
+    """The OSTE network and its three enhancement modules (paper settings unless docs/PAPER_VS_DEFAULTS.md differs)."""
 
     backbone: str = "efficientnet_lite0"
     pretrained: str = "auto"  # "auto" (bundled / cached ImageNet weights), a file path, or "none"
@@ -59,7 +60,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and augmentation (paper: crop 321, batch 2, 10 000 iterations)."""
+    """Optimisation and augmentation (paper: crop 321, batch 2, 10 000 iterations; lr: docs/PAPER_VS_DEFAULTS.md)."""
 
     iters: int = 10000
     batch: int = 2
@@ -139,7 +140,7 @@ CPU_PRESET: dict[str, Any] = {
 
 
 def default_config(device_type: str = "cuda") -> OSTEConfig:
-    """The paper's settings; on a CPU, `CPU_PRESET` (minutes instead of days, single-scale inference)."""
+    """The defaults (see docs/PAPER_VS_DEFAULTS.md); on a CPU with `CPU_PRESET` on top (minutes, not days)."""
     cfg = OSTEConfig()
     if device_type == "cpu":
         apply_overrides(cfg, CPU_PRESET)
