@@ -8,6 +8,13 @@ run, or ``--run`` (a run folder trained on demo data, e.g. ``oste train`` with a
 iterations), which makes the CAMs worth looking at when this machine has no time to train one.
 
     python tools/screenshots.py [--out screenshots] [--iters 120] [--run runs/demo]
+
+``--readme docs/main_window.png`` instead writes the README's one picture: the main window with the
+enhanced CAM of "cat" over a photo. The photos are scikit-image's bundled sample images (public
+domain or freely licensed, so the PNG may be redistributed: chelsea, coffee, astronaut, rocket),
+a few flipped and cropped copies of each, trained in the fast mode for ``--iters`` iterations.
+
+    python tools/screenshots.py --readme docs/main_window.png --iters 30
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="an already trained demo run to show in the layer screenshots")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a further training setting, e.g. --set train.freeze_backbone=true (repeatable)")
+    parser.add_argument("--readme", type=Path, metavar="PNG",
+                        help="write only the README's main-window picture (sample photos, CAM layer) to PNG")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
+    if args.readme is not None:
+        return readme_picture(app, args.readme, args.iters, args.set)
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="oste-screens-") as tmp:
         tmp_dir = Path(tmp)
         data = write_demo_data(tmp_dir / "demo", n=24, size=128)
@@ -139,6 +152,76 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(app, lambda: not dialog.is_running(), 600, "the export")
         save(dialog, args.out, "06_export_dialog")
         dialog.close()
+        window.close()
+    return 0
+
+
+# scikit-image sample photos we may redistribute (see skimage.data's licence notes), one class each.
+SAMPLE_PHOTOS = {"chelsea": "cat", "coffee": "cup", "astronaut": "person", "rocket": "rocket"}
+
+
+def write_sample_photos(root: Path) -> Path:
+    """A native-layout folder of scikit-image sample photos: each photo, its mirror image and two crops."""
+    import cv2
+    import skimage.data
+
+    images = root / "images"
+    images.mkdir(parents=True)
+    rows = ["image,tags"]
+    for name, tag in SAMPLE_PHOTOS.items():
+        rgb = getattr(skimage.data, name)()
+        h, w = rgb.shape[:2]
+        variants = {"": rgb, "_flip": rgb[:, ::-1], "_crop_a": rgb[: int(h * 0.85), : int(w * 0.85)],
+                    "_crop_b": rgb[int(h * 0.15):, int(w * 0.15):]}
+        for suffix, variant in variants.items():
+            file = f"{name}{suffix}.jpg"
+            cv2.imwrite(str(images / file), np.ascontiguousarray(variant[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            rows.append(f"images/{file},{tag}")
+    (root / "tags.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (root / "classes.txt").write_text("\n".join(SAMPLE_PHOTOS.values()) + "\n", encoding="utf-8")
+    return root
+
+
+def readme_picture(app: QApplication, target: Path, iters: int, extra: list[str]) -> int:
+    """Train briefly on the sample photos and save the window with the cat's enhanced CAM (< 300 KB)."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="oste-readme-") as tmp:
+        tmp_dir = Path(tmp)
+        data = write_sample_photos(tmp_dir / "photos")
+        settings = QSettings(str(tmp_dir / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(settings)
+        window.resize(1280, 800)
+        window.show()
+        window.open_folder(data)
+        panel = window.training_panel
+        panel.iters.setValue(iters)
+        panel.batch.setValue(4)
+        panel.crop.setValue(160)
+        panel.device.setCurrentText("cpu")
+        panel.set_extra_overrides({"train.workers": 0, "train.log_every": 1, "model.cam_scales": (1.0,),
+                                   "train.freeze_backbone": True,
+                                   **dict(item.split("=", 1) for item in extra)})
+        finished: list[str] = []
+        window.trainingFinished.connect(finished.append)
+        window.start_training()
+        wait_until(app, lambda: bool(finished), 1800, "the end of training")
+        if not finished[0]:
+            raise RuntimeError("training failed; see the log panel")
+        window.image_list.select_stem("chelsea")
+        wait_until(app, lambda: window.project.prediction(window.current_stem()) is not None, 300, "inference")
+        window.layers_panel.set_layer("enhanced_cam")
+        window.layers_panel.set_cam_class(list(SAMPLE_PHOTOS.values()).index("cat") + 1)
+        window.layers_panel.set_opacity(0.5)
+        app.processEvents()
+        shot = tmp_dir / "window.png"
+        save(window, tmp_dir, "window")
+        image = Image.open(shot).convert("RGB")
+        image = image.resize((1024, round(image.height * 1024 / image.width)), Image.LANCZOS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            target, optimize=True)
+        print(f"wrote {target} ({target.stat().st_size // 1024} KB)")
         window.close()
     return 0
 
