@@ -22,10 +22,10 @@ Choices the paper leaves open, following SEAM's PCM (which is this same block):
 - None of Eqs 14-17 touches the enhanced CAM, so theta/phi learn from an affinity loss on the current
   pseudo-labels (``oste_core.losses.affinity``, as AFA, the paper's ref 7, learns its affinity); the
   forward returns Eq 7's similarity for it. An earlier SEAM-style L1 between the enhanced and the
-  merged CAM was satisfied by a near-uniform affinity that blurred the CAM (README, Performance).
+  merged CAM was satisfied by a near-uniform affinity that blurred the CAM (docs/PAPER_VS_DEFAULTS.md).
 - The ReLU'd similarity is raised to ``power`` (default 8, PSA's beta; the paper cites PSA for Eq 10)
   before the rows are normalised: without it a pixel's affinity spreads over most of the image and
-  A . M blurs the merged CAM. On the synthetic benchmark (README, Performance) power 8 lifts the
+  A . M blurs the merged CAM. On the synthetic benchmark (docs/PAPER_VS_DEFAULTS.md) power 8 lifts the
   pseudo-label mIoU of the full model from 48.7 to 69.2 and coverage from 9.8% to 15.3%.
 - phi starts as a copy of theta, so the initial affinity is a true symmetric cosine similarity whose
   diagonal is 1. Once they differ, a pixel whose similarities are all <= 0 would get an empty row;
