@@ -1,6 +1,7 @@
 """The fast mode (frozen backbone, cached features), incremental updates and the full-mask suggestion."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -195,3 +196,13 @@ def test_prediction_carries_a_full_suggestion_and_the_verified_mask_wins(own_fol
     again = predictor.predict_sample(open_folder(own_folder), sample)  # a new verified mask: not the cached result
     top = again.suggestion[: again.suggestion.shape[0] // 2 - 1]
     assert (top == tags[0]).all()
+
+
+def test_fast_warmup_steps_train_the_classifier_only(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 3, "loss.seg_warmup_iters": 2}), own_folder, run).run()
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3]
+    assert all(line["seg"] == 0 and line["energy"] == 0 and line["affinity"] == 0 for line in lines[:2])
+    assert all(line["cls"] > 0 for line in lines)
+    assert lines[2]["seg"] > 0

@@ -34,6 +34,7 @@ from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
 from oste_core.labels import UNSURE, clean_labels
 from oste_core.losses import compute_losses
+from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
@@ -432,18 +433,23 @@ class Trainer:
                 size = tuple(image.shape[-2:])
                 batch = {"tags": folder_tags(folder, sample, device)[None], "image_uint8": image,
                          "valid": torch.ones(1, *size, dtype=torch.bool, device=device)}
-                out = model.forward_features(features.stage_list(stage_count, device), features.tile_batch(device), size)
-                with torch.no_grad():
-                    mask = masks.get(sample, size)
-                    if mask is None:
-                        pseudo = make_pseudo_labels(out["enhanced_cam"].detach().float(), image, batch["tags"],
-                                                    cfg.model, crf)
-                    else:
-                        pseudo = torch.from_numpy(mask).long()[None].to(device)
-                losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
+                warmup = iteration < cfg.loss.seg_warmup_iters  # classification only: no pseudo-labels needed
+                out = model.forward_features(features.stage_list(stage_count, device), features.tile_batch(device), size,
+                                             classify_only=warmup)
+                if warmup:
+                    losses = warmup_losses(out, batch["tags"], cfg.loss)
+                else:
+                    with torch.no_grad():
+                        mask = masks.get(sample, size)
+                        if mask is None:
+                            pseudo = make_pseudo_labels(out["enhanced_cam"].detach().float(), image, batch["tags"],
+                                                        cfg.model, crf)
+                        else:
+                            pseudo = torch.from_numpy(mask).long()[None].to(device)
+                    losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
+                    unsure += int((pseudo == UNSURE).sum())
+                    pixels += pseudo.numel()
                 (losses["total"] / len(indices)).backward()
-                unsure += int((pseudo == UNSURE).sum())
-                pixels += pseudo.numel()
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach() / len(indices)
             self.timer.mark("forward_losses_backward")

@@ -34,13 +34,8 @@ def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iter
     """
     seg_logits = out["seg_logits"]
     device = seg_logits.device
-    tags = batch["tags"].to(device).float()
     valid = batch["valid"].to(device).bool()
-    losses = {
-        "cls": classification_loss(out["logits"], tags),
-        "tile": tile_classification_loss(out.get("tile_logits") or {}, tags),
-        "mae": cam_consistency_loss(out["cam"], out.get("merged_cams") or {}, tags),
-    }
+    losses = classification_losses(out, batch["tags"].to(device).float())
     zero = torch.zeros((), device=device)
     similarity = out.get("maf_similarity")
     learning = iteration >= cfg.seg_warmup_iters  # the pseudo-label losses are on
@@ -67,6 +62,29 @@ def compute_losses(out: dict, batch: dict, pseudo: Tensor, cfg: LossConfig, iter
     else:
         losses["seg"] = seg_logits.float().sum() * 0.0
         losses["energy"] = zero
+    return _with_total(losses, cfg)
+
+
+def classification_losses(out: dict, tags: Tensor) -> dict[str, Tensor]:
+    """Eqs 14-16 (image and tile classification, merged-CAM consistency): the terms that need no pseudo-label."""
+    return {
+        "cls": classification_loss(out["logits"], tags),
+        "tile": tile_classification_loss(out.get("tile_logits") or {}, tags),
+        "mae": cam_consistency_loss(out["cam"], out.get("merged_cams") or {}, tags),
+    }
+
+
+def warmup_losses(out: dict, tags: Tensor, cfg: LossConfig) -> dict[str, Tensor]:
+    """The losses of a classification-only warm-up step (``OSTEModel.forward_features(classify_only=True)``):
+    Eqs 14-16, the pseudo-label terms zero."""
+    losses = classification_losses(out, tags.float())
+    zero = torch.zeros((), device=tags.device)
+    losses.update(affinity=zero, seg=zero, energy=zero)
+    return _with_total(losses, cfg)
+
+
+def _with_total(losses: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]:
+    """Eq 22: the weighted sum as "total"."""
     weights = {"cls": cfg.w_cls, "tile": cfg.w_tile, "mae": cfg.w_mae, "affinity": cfg.w_affinity,
                "seg": cfg.w_seg, "energy": cfg.w_energy}
     losses["total"] = sum(weights[key] * losses[key] for key in weights)

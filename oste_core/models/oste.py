@@ -75,12 +75,14 @@ class OSTEModel(nn.Module):
         return self._heads(stages, lem)
 
     def forward_features(self, stages: list[Tensor | None], tile_features: dict[int, Tensor],
-                         image_size: tuple[int, int]) -> dict:
+                         image_size: tuple[int, int], classify_only: bool = False) -> dict:
         """``forward``'s outputs from cached features of a frozen backbone (the fast mode).
 
         ``stages``: the five stage features of the images (entries MAF and the heads do not use may be
         None); ``tile_features`` {n: (B*n*n, C, h', w')}: the last-stage features of the LEM tiles
         (``image_tiles``); ``image_size``: the (H, W) of the images the features were computed from.
+        ``classify_only``: only the classification outputs (logits, CAM, LEM), no MAF or segmentation head:
+        the fast mode's warm-up, which costs a 1x1 convolution per image.
         """
         lem = None
         if self.lem_grids:
@@ -90,9 +92,9 @@ class OSTEModel(nn.Module):
                 tile_logits[n], tile_cams = self.cam_head(tile_features[n])
                 merged_cams[n] = merge_tile_cams(tile_cams, n, image_size, self.feature_stride, cam_size)
             lem = (tile_logits, merged_cams)
-        return self._heads(stages, lem)
+        return self._heads(stages, lem, classify_only)
 
-    def _heads(self, stages: list[Tensor | None], lem: tuple[dict, dict] | None) -> dict:
+    def _heads(self, stages: list[Tensor | None], lem: tuple[dict, dict] | None, classify_only: bool = False) -> dict:
         """CAM head, LEM merge, MAF and the segmentation head on backbone features (see ``forward``)."""
         logits, cam = self.cam_head(stages[-1])
         out: dict = {"logits": logits, "cam": cam}
@@ -103,6 +105,8 @@ class OSTEModel(nn.Module):
             out["tile_logits"] = tile_logits
             out["merged_cams"] = merged_cams
             out["merged_cam"] = torch.stack(merged).sum(dim=0)
+        if classify_only:
+            return out
         if self.maf is not None:
             out["enhanced_cam"], out["maf_similarity"] = self.maf(
                 [stages[s - 1] for s in self.maf_stages], cam, merged
