@@ -9,7 +9,8 @@ from PySide6.QtWidgets import QComboBox, QLabel, QSpinBox, QToolBar, QWidget
 
 from app.canvas import Tool
 from app.style import class_color, icon, swatch_icon
-from oste_core.editing import DEFAULT_TOLERANCE, UNSURE
+from oste_core.editing import DEFAULT_TOLERANCE
+from oste_core.labels import UNSURE
 
 TOOLS: list[tuple[Tool, str, str, str]] = [
     (Tool.PAN, "Pan", "fa5s.hand-paper", "H"),

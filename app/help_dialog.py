@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.style import heatmap_rgba, label_rgba, rgba_image
-from oste_core.editing import BACKGROUND, UNSURE
+from oste_core.labels import BACKGROUND, UNSURE
 
 MOUSE_HINTS: list[tuple[str, str]] = [
     ("Mouse wheel", "Zoom around the cursor"),

@@ -43,7 +43,7 @@ from app.training_control import TrainingControl
 from app.training_panel import TrainingPanel
 from app.workers import InferenceClient, ValidationWorker, start_thread
 from oste_core.data import FolderError
-from oste_core.editing import BACKGROUND
+from oste_core.labels import BACKGROUND
 from oste_core.models.modules.crf import make_crf
 from oste_core.utils.device import device_description, pick_device
 

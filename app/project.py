@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, QStandardPaths, Signal
 from oste_core.data import LabelledFolder, Sample, open_folder, write_demo_data
 from oste_core.editing import MaskDocument, open_document, verified_path
 from oste_core.engine.predictor import Prediction
-from oste_core.engine.trainer import CHECKPOINT, FINAL_MODEL
+from oste_core.engine.run_folder import RunFolder
 
 RUNS_DIR = "runs"
 DEMO_IMAGES, DEMO_SIZE = 200, 128
@@ -148,7 +148,8 @@ class Project(QObject):
     def status(self, stem: str) -> str:
         if stem in self._errors:
             return "error"
-        if verified_path(self.root, stem).is_file():
+        sample = self.sample(stem)
+        if verified_path(self.root, stem).is_file() or (sample is not None and sample.verified_mask is not None):
             return "verified"
         if stem in self._predicted:
             return "pseudo"
@@ -187,7 +188,8 @@ class Project(QObject):
             if start_empty:
                 doc = MaskDocument(np.zeros(shape, np.uint8), stem)
             else:
-                doc = open_document(self.root, stem, shape)
+                sample = self.sample(stem)
+                doc = open_document(self.root, stem, shape, sample.verified_mask if sample is not None else None)
             self._documents[stem] = doc
         return doc
 
@@ -255,7 +257,7 @@ class Project(QObject):
         if self.folder is None or not self.runs_dir.is_dir():
             return []
         found = [p for p in self.runs_dir.iterdir()
-                 if p.is_dir() and ((p / FINAL_MODEL).is_file() or (p / CHECKPOINT).is_file())]
+                 if p.is_dir() and RunFolder(p).has_weights()]
         return sorted(found, key=lambda p: p.name, reverse=True)
 
     def preferred_run(self, remembered: str | None = None) -> Path | None:
@@ -263,7 +265,7 @@ class Project(QObject):
         run (a ``model.pt``), so an aborted run is never picked over a usable one; else the
         remembered or newest stopped run."""
         runs = self.runs()
-        finished = [run for run in runs if (run / FINAL_MODEL).is_file()]
+        finished = [run for run in runs if RunFolder(run).is_finished()]
         chosen = next((run for run in runs if run.name == remembered), None)
         if chosen is not None and (chosen in finished or not finished):
             return chosen

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QThread, Signal
 
 from app.workers import TrainWorker, start_thread
-from oste_core.engine.trainer import FINAL_MODEL, TrainEvent
+from oste_core.engine.run_folder import RunFolder
+from oste_core.engine.trainer import TrainEvent
 
 if TYPE_CHECKING:
     from app.main_window import MainWindow
@@ -60,7 +61,7 @@ class TrainingControl(QObject):
             window.report("an update will follow the one running now")
             return
         run_dir = window.training_panel.selected_run()
-        if run_dir is None or not (run_dir / FINAL_MODEL).is_file():
+        if run_dir is None or not RunFolder(run_dir).is_finished():
             window.report("nothing to update: train a run to the end first", error=True)
             return
         self._launch(run_dir, resume=False, update=True)

@@ -28,7 +28,8 @@ from app.loss_plot import LossPlot
 from app.style import icon
 from oste_core.config import OSTEConfig, apply_overrides, default_config
 from oste_core.utils.device import pick_device
-from oste_core.engine.trainer import CHECKPOINT, FINAL_MODEL, TrainEvent
+from oste_core.engine.run_folder import CHECKPOINT, RunFolder
+from oste_core.engine.trainer import TrainEvent
 from oste_core.models.backbones import available_backbones
 
 
@@ -237,7 +238,7 @@ class TrainingPanel(QWidget):
         self.train_button.setEnabled(not self._running)
         self.stop_button.setEnabled(self._running)
         self.resume_button.setEnabled(not self._running and run is not None and (run / CHECKPOINT).exists())
-        self.update_button.setEnabled(not self._running and run is not None and (run / FINAL_MODEL).exists())
+        self.update_button.setEnabled(not self._running and run is not None and RunFolder(run).is_finished())
 
     def set_stopping(self) -> None:
         """Say that a stop was asked for and is waiting for the current iteration to end."""
@@ -246,6 +247,12 @@ class TrainingPanel(QWidget):
 
     def show_event(self, event: TrainEvent) -> None:
         """Update the bar, the statistics line and the plot from a trainer event (one point per progress event)."""
+        if event.kind == "features":  # the fast mode computes each image's backbone features once, first
+            self.progress.setFormat("features %v / %m")
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(event.iteration)
+            self.stats.setText(event.message)
+            return
         if self._update_budget_s:  # an update runs for a time budget: the bar shows the time used
             used = 0.0 if event.kind == "start" else max(self._update_budget_s - event.eta_s, 0.0)
             self.progress.setFormat("update %p%")

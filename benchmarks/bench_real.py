@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="labelled folder with ground-truth masks (masks/<file stem>.png)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablation", action="store_true", help="baseline / +LEM / +MAF / +FBE / all rows")
+    parser.add_argument("--variants", help="comma-separated subset of the ablation rows, e.g. baseline,all")
     parser.add_argument("--loop", action="store_true", help="simulate an annotator (see the docstring)")
     parser.add_argument("--loop-n", type=int, default=5, help="images verified per round")
     parser.add_argument("--loop-rounds", type=int, default=3)
@@ -139,6 +140,8 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_real_"))
     overrides = dict(item.split("=", 1) for item in args.set)
     variants = VARIANTS if args.ablation else {"all": {}}
+    if args.variants:
+        variants = {name: VARIANTS[name] for name in args.variants.split(",")}
 
     results: dict[str, list[dict]] = {}
     for name, variant in variants.items():

@@ -392,7 +392,7 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None, n: int = 64
     evaluation, items = RunEvaluation(predictor.class_names), []
     for sample, prediction in predictor.predict_folder(folder):  # one pass: evaluate and export
         evaluation.add(sample, prediction)
-        items.append((sample, prediction.pseudo_label))
+        items.append((sample, prediction.suggestion))
     print(format_report(evaluation.report(predictor.problems)))
     summary = export_masks(items, out / "export", predictor.class_names, formats=("voc", "labelme"),
                            overwrite=True, image_root=data)

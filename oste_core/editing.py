@@ -20,9 +20,8 @@ import numpy as np
 from oste_core.data import load_mask
 from oste_core.data.folder import VERIFIED_DIR
 from oste_core.export import save_palette_png
+from oste_core.labels import BACKGROUND, UNSURE
 
-BACKGROUND = 0
-UNSURE = 255
 DEFAULT_TOLERANCE = 24  # per-channel colour distance of the similar-colour fill
 
 Point = tuple[float, float]
@@ -302,12 +301,19 @@ def verified_path(folder_root: str | Path, stem: str) -> Path:
     return Path(folder_root) / VERIFIED_DIR / f"{stem}.png"
 
 
-def open_document(folder_root: str | Path, stem: str, shape: tuple[int, int]) -> MaskDocument:
-    """The editable mask of ``stem``: its verified mask when one exists, else all background."""
+def open_document(folder_root: str | Path, stem: str, shape: tuple[int, int],
+                  older_file: Path | None = None) -> MaskDocument:
+    """The editable mask of ``stem``: its verified mask when one exists, else all background.
+
+    ``older_file``: the same mask saved under an older name (``LabelledFolder`` still reads it); it is
+    loaded when ``verified/<stem>.png`` does not exist, and saving writes the current name.
+    """
     path = verified_path(folder_root, stem)
     if path.exists():
         mtime = path.stat().st_mtime_ns
         return MaskDocument(load_mask(path, shape=shape), stem, disk_mtime_ns=mtime)
+    if older_file is not None and older_file.exists():
+        return MaskDocument(load_mask(older_file, shape=shape), stem)
     return MaskDocument(np.full(shape, BACKGROUND, np.uint8), stem)
 
 

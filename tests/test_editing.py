@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from oste_core.editing import (
-    UNSURE,
     MaskDocument,
     VerifiedMaskConflict,
     open_document,
@@ -17,6 +16,7 @@ from oste_core.editing import (
     uncertainty_score,
     verified_path,
 )
+from oste_core.labels import UNSURE
 
 
 def blank(h: int = 32, w: int = 40) -> MaskDocument:
@@ -194,3 +194,17 @@ def test_colour_fill_stays_inside_the_clicked_label() -> None:
     assert not doc.color_fill(image, 20, 16, 5)  # filling a label with itself changes nothing
     with pytest.raises(ValueError):
         doc.color_fill(image[..., 0], 1, 1, 1)
+
+
+def test_a_verified_mask_under_its_older_name_opens_and_saves_under_the_current_name(tmp_path):
+    from oste_core.data import load_mask
+    from oste_core.export.palette import save_palette_png
+
+    older = tmp_path / "verified" / "images__cat.png"
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:4, 2:6] = 3
+    save_palette_png(older, mask)
+    doc = open_document(tmp_path, "cat", (6, 8), older_file=older)
+    assert (doc.mask == mask).all()
+    doc.save(tmp_path)
+    assert (load_mask(verified_path(tmp_path, "cat")) == mask).all() and older.exists()

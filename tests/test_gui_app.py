@@ -25,7 +25,7 @@ from app.canvas import Tool  # noqa: E402
 from app.layers_dock import LAYERS  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from oste_core.data import load_mask  # noqa: E402
-from oste_core.editing import UNSURE  # noqa: E402
+from oste_core.labels import UNSURE  # noqa: E402
 from oste_core.engine.trainer import TrainEvent  # noqa: E402
 
 TINY_TRAINING = {"train.crop": 64, "train.batch": 2, "train.workers": 0, "train.log_every": 1, "train.checkpoint_every": 2, "model.cam_scales": (1.0,),

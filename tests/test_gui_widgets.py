@@ -22,7 +22,8 @@ from app.main import EXIT_NO_PLATFORM, build_parser, display_available, missing_
 from app.project import ListEntry, ensure_demo  # noqa: E402
 from app.style import heatmap_rgba, label_rgba  # noqa: E402
 from app.training_panel import TrainingPanel, format_duration  # noqa: E402
-from oste_core.editing import UNSURE, MaskDocument  # noqa: E402
+from oste_core.editing import MaskDocument  # noqa: E402
+from oste_core.labels import UNSURE  # noqa: E402
 from oste_core.engine.predictor import Prediction  # noqa: E402
 from oste_core.engine.trainer import TrainEvent  # noqa: E402
 from oste_core.export import VOC_PALETTE  # noqa: E402

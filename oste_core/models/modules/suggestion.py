@@ -17,6 +17,8 @@ chosen label (1 on verified pixels, and at least FBE's score on confident FBE pi
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -43,7 +45,8 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
     multi_hot = torch.zeros(1, num_classes, device=cams.device)
     if tags:
         multi_hot[0, [k - 1 for k in tags]] = 1.0
-    scores = fbe_scores(cams[None].float(), multi_hot, cfg, (height, width))[0][allowed.to(cams.device)]
+    suggestion_cfg = dataclasses.replace(cfg, gamma=cfg.suggestion_gamma)
+    scores = fbe_scores(cams[None].float(), multi_hot, suggestion_cfg, (height, width))[0][allowed.to(cams.device)]
     fbe_probs = scores / scores.sum(dim=0, keepdim=True).clamp_min(EPS)
     weight = cfg.suggestion_seg_weight
     mixed = weight * seg_probs + (1.0 - weight) * fbe_probs.to(seg_probs.device)
