@@ -181,7 +181,9 @@ def test_prediction_carries_a_full_suggestion_and_the_verified_mask_wins(own_fol
     predictor = Predictor.from_run(run)
     sample = folder.samples[1]
     tags = folder.tag_indices(sample)
+    cached = cache_files(run)
     prediction = predictor.predict_sample(folder, sample)
+    assert cache_files(run) == cached  # the run's cached features are reused, not computed again
     assert prediction.suggestion.shape == prediction.pseudo_label.shape
     assert set(np.unique(prediction.suggestion).tolist()) <= {0, *tags}
     assert 0.0 <= prediction.suggestion_confidence.min() and prediction.suggestion_confidence.max() <= 1.0

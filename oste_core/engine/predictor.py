@@ -9,6 +9,7 @@ them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -105,8 +106,9 @@ class Predictor:
         if ignored:
             log.warning("%s: ignoring settings this version does not know: %s", weights, ", ".join(ignored))
         torch_device = pick_device(device)
-        cfg.model.pretrained = "none"  # the weights come from the run, not from ImageNet
-        model = OSTEModel(cfg.model, num_classes=len(class_names))
+        # the weights come from the run, not from ImageNet; the feature cache keeps the identity it was trained with
+        model_cfg = dataclasses.replace(cfg.model, pretrained="none")
+        model = OSTEModel(model_cfg, num_classes=len(class_names))
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:

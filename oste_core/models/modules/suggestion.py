@@ -8,12 +8,16 @@ has, in this order of trust:
 2. confident FBE pixels (pseudo-label != 255) keep their label;
 3. everywhere else: the dense CRF (Eq 11's CRF on the image colours) over [background, tags] of a mix of
    the segmentation branch's probabilities (restricted to the tags) and FBE's normalised scores
-   (Eqs 9-10), weighted ``seg_weight`` : ``1 - seg_weight``.
+   (Eqs 9-10, with the background power ``suggestion_gamma``), weighted ``suggestion_seg_weight`` :
+   ``1 - suggestion_seg_weight``.
 
-The segmentation branch generalises over the whole folder (it has seen every image's pseudo-labels) but
-is blurry at object borders; FBE's scores follow this image's CAM; the CRF snaps both to colour edges.
-``docs/BENCHMARKS.md`` has the measurements behind the weights. The confidence is the CRF marginal of the
-chosen label (1 on verified pixels, and at least FBE's score on confident FBE pixels).
+Why: the segmentation branch generalises over the whole folder once it is well trained, but is blurry at
+object borders; FBE's scores follow this image's enhanced CAM; the CRF snaps both to colour edges. On real
+photos after the CPU preset (``docs/BENCHMARKS.md``) the segmentation branch is still weak and mixing it in
+lowered the mIoU (seg weight 0.3: -3 points), so the CPU preset uses weight 0; a background power of 2
+scored 2 points above Eq 10's 4 (with 4 a pixel turns foreground from a normalised CAM of 0.28 on, too
+early; with 2 from 0.38), and the CRF adds about one point. The confidence is the CRF marginal of the chosen label (1 on verified pixels, and at
+least FBE's score on confident FBE pixels).
 """
 from __future__ import annotations
 
