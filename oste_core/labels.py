@@ -6,10 +6,21 @@ VOC's void border, image padding. ``UNSURE`` pixels are ignored by the losses an
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+import torch
 
 BACKGROUND = 0
 UNSURE = 255
+
+
+def tags_multi_hot(tags: Sequence[int], num_classes: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(K,) float tensor: 1 at each tag (1-based class index), else 0."""
+    vector = torch.zeros(num_classes, device=device)
+    if tags:
+        vector[[k - 1 for k in tags]] = 1.0
+    return vector
 
 
 def clean_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:

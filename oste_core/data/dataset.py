@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from oste_core.data.folder import FolderError, LabelledFolder, Sample
 from oste_core.data.image_io import ImageLoadError, load_image, load_mask
-from oste_core.labels import clean_labels
+from oste_core.labels import clean_labels, tags_multi_hot
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,7 @@ class TrainDataset(Dataset):
         valid[dst_y:dst_y + h, dst_x:dst_x + w] = True
 
         normalised = (canvas.astype(np.float32) / 255.0 - self.mean) / self.std
-        tags = torch.zeros(self.folder.num_classes, dtype=torch.float32)
-        tag_indices = self.folder.tag_indices(self.samples[index])
-        if tag_indices:
-            tags[[k - 1 for k in tag_indices]] = 1.0
+        tags = tags_multi_hot(self.folder.tag_indices(self.samples[index]), self.folder.num_classes)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1))),
             "image_uint8": torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1))),

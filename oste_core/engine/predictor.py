@@ -28,7 +28,7 @@ from oste_core.config import OSTEConfig
 from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image, load_mask
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity, resize_to_working
 from oste_core.engine.run_folder import RunError, RunFolder
-from oste_core.labels import UNSURE, clean_labels
+from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.models import OSTEModel
 from oste_core.models.modules.cam import resize_maps
 from oste_core.models.modules.crf import make_crf
@@ -181,9 +181,7 @@ class Predictor:
         seg_logits = seg_logits.masked_fill(~allowed[:, None, None], float("-inf"))
         probs = F.softmax(seg_logits, dim=0)
         confidence, seg = probs.max(dim=0)
-        multi_hot = torch.zeros(1, self.num_classes, device=self.device)
-        if tags:
-            multi_hot[0, [k - 1 for k in tags]] = 1.0
+        multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
         pseudo = make_pseudo_labels(out["enhanced_cam"][None].float(), pixels, multi_hot, self.cfg.model, self.crf)[0]
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))

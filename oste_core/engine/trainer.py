@@ -32,7 +32,7 @@ from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset
 from oste_core.engine import distributed as dist_utils
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
-from oste_core.labels import UNSURE, clean_labels
+from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
@@ -124,15 +124,6 @@ def loader_workers_available() -> int:
     """Data-loader processes this machine can run beside the training process: its usable cores minus one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(cores - 1, 0)
-
-
-def folder_tags(folder: LabelledFolder, sample: Sample, device: torch.device) -> torch.Tensor:
-    """The sample's tags as a (K,) multi-hot float tensor."""
-    tags = torch.zeros(folder.num_classes, device=device)
-    indices = folder.tag_indices(sample)
-    if indices:
-        tags[[k - 1 for k in indices]] = 1.0
-    return tags
 
 
 class VerifiedMasks:
@@ -315,8 +306,8 @@ class Trainer:
                                    device=device)
         amp_dtype = torch.bfloat16 if (use_cuda and t.amp and torch.cuda.is_bf16_supported()) else None
         mode = "fast mode (frozen backbone, cached features)" if t.freeze_backbone else "full fine-tuning"
-        what = f"updating for {update_budget_s:.0f} s with {sum(s.verified_mask is not None for s in folder.samples)} " \
-               "verified mask(s)" if updating else "training"
+        verified = sum(sample.verified_mask is not None for sample in folder.samples)
+        what = f"updating for {update_budget_s:.0f} s with {verified} verified mask(s)" if updating else "training"
         end_iter = start_iter if updating else t.iters
         self._emit(TrainEvent(
             "start", start_iter, end_iter,
@@ -431,7 +422,8 @@ class Trainer:
                 features = cache.get(sample.image_path)
                 image = features.image_uint8[None].to(device)
                 size = tuple(image.shape[-2:])
-                batch = {"tags": folder_tags(folder, sample, device)[None], "image_uint8": image,
+                batch = {"tags": tags_multi_hot(folder.tag_indices(sample), folder.num_classes, device)[None],
+                         "image_uint8": image,
                          "valid": torch.ones(1, *size, dtype=torch.bool, device=device)}
                 warmup = iteration < cfg.loss.seg_warmup_iters  # classification only: no pseudo-labels needed
                 out = model.forward_features(features.stage_list(stage_count, device), features.tile_batch(device), size,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from oste_core.config import ModelConfig
-from oste_core.labels import UNSURE
+from oste_core.labels import UNSURE, tags_multi_hot
 
 from .crf import DenseCRF
 from .fbe import EPS, fbe_scores
@@ -46,9 +46,7 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
     num_classes = cams.shape[0]
     allowed = torch.tensor([0, *sorted(set(tags))], device=seg_logits.device)
     seg_probs = F.softmax(seg_logits.float()[allowed], dim=0)
-    multi_hot = torch.zeros(1, num_classes, device=cams.device)
-    if tags:
-        multi_hot[0, [k - 1 for k in tags]] = 1.0
+    multi_hot = tags_multi_hot(tags, num_classes, cams.device)[None]
     suggestion_cfg = dataclasses.replace(cfg, gamma=cfg.suggestion_gamma)
     scores = fbe_scores(cams[None].float(), multi_hot, suggestion_cfg, (height, width))[0][allowed.to(cams.device)]
     fbe_probs = scores / scores.sum(dim=0, keepdim=True).clamp_min(EPS)
