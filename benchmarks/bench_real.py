@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from oste_core.config import apply_overrides, default_config
+from oste_core.config import OSTEConfig, apply_overrides, default_config
 from oste_core.data import open_folder
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_eval import RunEvaluation
@@ -68,6 +68,7 @@ def train(data: Path, run: Path, overrides: dict, device: torch.device) -> float
 
 def scratch_copy(data: Path, into: Path) -> Path:
     """A copy of a labelled folder whose images are symbolic links (verified/ starts empty)."""
+    shutil.rmtree(into, ignore_errors=True)
     for path in data.rglob("*"):
         target = into / path.relative_to(data)
         if path.is_dir():
@@ -112,6 +113,11 @@ def annotator_loop(data: Path, run: Path, device: str, per_round: int, rounds: i
     return rows
 
 
+def _measured(reports: list[dict], key: str) -> bool:
+    """False for the merged CAM of runs without LEM (an all-zero map, nothing to measure)."""
+    return key != "merged_cam_miou" or all(r["use_lem"] for r in reports)
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -152,7 +158,8 @@ def main() -> None:
             train_s = train(args.data, run, {**variant, **overrides, "train.seed": seed}, device)
             start = time.perf_counter()
             report = evaluate(run, args.data, str(device))
-            report.update(seed=seed, train_s=train_s, predict_s=time.perf_counter() - start)
+            report.update(seed=seed, train_s=train_s, predict_s=time.perf_counter() - start,
+                          use_lem=OSTEConfig.load(run / "config.yaml").model.use_lem)
             results.setdefault(name, []).append(report)
             print(f"{name} seed {seed}: suggestion {_pct(report['suggestion_miou'])}, seg {_pct(report['seg_miou'])}, "
                   f"pseudo {_pct(report['pseudo_miou'])} ({_pct(report['pseudo_coverage'])}% labelled), "
@@ -166,7 +173,7 @@ def main() -> None:
           + " | ".join(classes) + " | train s | predict s |")
     print("| --- " * (11 + len(classes)) + "|")
     for name, reports in results.items():
-        cells = [_mean_spread([r[key] for r in reports]) for key in METRICS]
+        cells = [_mean_spread([r[key] for r in reports]) if _measured(reports, key) else "-" for key in METRICS]
         per_class = [_mean_spread([r["per_class"].get(c, {}).get("suggestion", 0.0) for r in reports]) for c in classes]
         seconds = [f"{statistics.mean(r[key] for r in reports):.0f}" for key in ("train_s", "predict_s")]
         print(f"| {name} | " + " | ".join(cells + per_class + seconds) + " |")
