@@ -11,6 +11,7 @@ The workers never touch widgets; every result crosses back to the GUI thread as 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def start_thread(worker: QObject, parent: QObject, *done_signals: Signal) -> QTh
     return thread
 
 
+PROGRESS_INTERVAL_S = 0.05
+
+
 class TrainWorker(QObject):
     """Trains one run, or updates it for ``update_budget_s`` seconds on the verified masks
     (`Trainer.run_update`); `event` carries each `TrainEvent`, then `finished` or `failed`."""
@@ -54,6 +58,7 @@ class TrainWorker(QObject):
         self._cfg, self._data_dir, self._run_dir, self._resume = cfg, data_dir, run_dir, resume
         self._update_budget_s = update_budget_s
         self._lock = threading.Lock()
+        self._last_progress = float("-inf")
         self._trainer: Trainer | None = None
         self._cancelled = False
 
@@ -75,6 +80,13 @@ class TrainWorker(QObject):
             self.finished.emit(str(run_dir))
 
     def _forward(self, event: TrainEvent) -> None:
+        """Pass events to the GUI thread, progress at most every ``PROGRESS_INTERVAL_S`` (tiny images can
+        train hundreds of iterations a second; a flood of queued signals only repaints the same plot)."""
+        now = time.monotonic()
+        if event.kind == "progress" and now - self._last_progress < PROGRESS_INTERVAL_S:
+            return  # the "done" event that follows carries the final state
+        if event.kind == "progress":
+            self._last_progress = now
         self.event.emit(event)
 
     def cancel(self) -> None:

@@ -206,6 +206,8 @@ class Trainer:
                 )
         if not self.dist.is_main:
             return
+        # the classifier-only warm-up never takes more than 5/6 of the schedule: the segmentation head must train
+        self.cfg.loss.seg_warmup_iters = min(self.cfg.loss.seg_warmup_iters, 5 * self.cfg.train.iters // 6)
         self.run_folder.save_config(self.cfg)
         self.run_folder.save_classes(folder.class_names)
         self.run_folder.save_json(VERSIONS, package_versions())
@@ -425,7 +427,8 @@ class Trainer:
                 batch = {"tags": tags_multi_hot(folder.tag_indices(sample), folder.num_classes, device)[None],
                          "image_uint8": image,
                          "valid": torch.ones(1, *size, dtype=torch.bool, device=device)}
-                warmup = iteration < cfg.loss.seg_warmup_iters  # classification only: no pseudo-labels needed
+                # classification only (no pseudo-labels needed); never in an update: the verified masks must teach
+                warmup = not updating and iteration < cfg.loss.seg_warmup_iters
                 out = model.forward_features(features.stage_list(stage_count, device), features.tile_batch(device), size,
                                              classify_only=warmup)
                 if warmup:
@@ -438,7 +441,7 @@ class Trainer:
                                                         cfg.model, crf)
                         else:
                             pseudo = torch.from_numpy(mask).long()[None].to(device)
-                    losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
+                    losses = compute_losses(out, batch, pseudo, cfg.loss, max(iteration, cfg.loss.seg_warmup_iters))
                     unsure += int((pseudo == UNSURE).sum())
                     pixels += pseudo.numel()
                 (losses["total"] / len(indices)).backward()
@@ -510,8 +513,9 @@ class Trainer:
                 verified = batch["has_mask"].view(-1, 1, 1)
                 pseudo = torch.where(verified, batch["mask"], pseudo)
             self.timer.mark("pseudo_labels")
+            learning_iteration = max(iteration, cfg.loss.seg_warmup_iters) if updating else iteration
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                losses = compute_losses(out, batch, pseudo, cfg.loss, iteration)
+                losses = compute_losses(out, batch, pseudo, cfg.loss, learning_iteration)
             self.timer.mark("losses")
             losses["total"].backward()
             return losses, (pseudo == UNSURE).float().mean()
