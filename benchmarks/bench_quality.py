@@ -16,20 +16,14 @@ from pathlib import Path
 
 import torch
 
-from oste_core.config import OSTEConfig, apply_overrides
+from oste_core.config import ABLATION_VARIANTS, OSTEConfig, apply_overrides
 from oste_core.data import open_folder, write_demo_data
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_eval import evaluate_run
 from oste_core.engine.trainer import Trainer
 from oste_core.utils.device import device_description, pick_device
 
-VARIANTS = {
-    "baseline": {"model.use_lem": False, "model.use_maf": False, "model.use_fbe": False},
-    "+LEM": {"model.use_lem": True, "model.use_maf": False, "model.use_fbe": False},
-    "+MAF": {"model.use_lem": False, "model.use_maf": True, "model.use_fbe": False},
-    "+FBE": {"model.use_lem": False, "model.use_maf": False, "model.use_fbe": True},
-    "all (OSTE)": {"model.use_lem": True, "model.use_maf": True, "model.use_fbe": True},
-}
+VARIANTS = ABLATION_VARIANTS
 
 
 def main() -> None:

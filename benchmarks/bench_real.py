@@ -28,21 +28,14 @@ from pathlib import Path
 
 import torch
 
-from oste_core.config import OSTEConfig, apply_overrides, default_config
+from oste_core.config import ABLATION_VARIANTS, OSTEConfig, apply_overrides, default_config
 from oste_core.data import open_folder
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_eval import RunEvaluation
 from oste_core.engine.trainer import Trainer
 from oste_core.utils.device import device_description, pick_device
 
-VARIANTS = {
-    "baseline": {"model.use_lem": False, "model.use_maf": False, "model.use_fbe": False},
-    "+LEM": {"model.use_lem": True, "model.use_maf": False, "model.use_fbe": False},
-    "+MAF": {"model.use_lem": False, "model.use_maf": True, "model.use_fbe": False},
-    "+FBE": {"model.use_lem": False, "model.use_maf": False, "model.use_fbe": True},
-    "all": {"model.use_lem": True, "model.use_maf": True, "model.use_fbe": True},
-    "default": {},  # the device's default config as it is (on a CPU: the CPU preset)
-}
+VARIANTS = {**ABLATION_VARIANTS, "default": {}}  # "default": the device's default config as it is (a CPU: the preset)
 METRICS = ("cam_miou", "merged_cam_miou", "enhanced_cam_miou", "pseudo_miou", "pseudo_coverage", "seg_miou",
            "suggestion_miou")
 

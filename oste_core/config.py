@@ -147,6 +147,16 @@ CPU_PRESET: dict[str, Any] = {
 }
 
 
+# the paper's ablation (its Table 3): which modules each row switches on (benchmarks/bench_quality.py, bench_real.py)
+ABLATION_VARIANTS: dict[str, dict[str, bool]] = {
+    "baseline": {"model.use_lem": False, "model.use_maf": False, "model.use_fbe": False},
+    "+LEM": {"model.use_lem": True, "model.use_maf": False, "model.use_fbe": False},
+    "+MAF": {"model.use_lem": False, "model.use_maf": True, "model.use_fbe": False},
+    "+FBE": {"model.use_lem": False, "model.use_maf": False, "model.use_fbe": True},
+    "all": {"model.use_lem": True, "model.use_maf": True, "model.use_fbe": True},
+}
+
+
 def default_config(device_type: str = "cuda") -> OSTEConfig:
     """The defaults (see docs/PAPER_VS_DEFAULTS.md); on a CPU with `CPU_PRESET` on top (minutes, not days)."""
     cfg = OSTEConfig()
