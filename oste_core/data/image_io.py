@@ -101,12 +101,17 @@ def load_image(path: str | Path, max_side: int | None = 1024) -> np.ndarray:
             pixels = _to_uint8_array(upright)
         except (OSError, ValueError) as exc:
             raise ImageLoadError(path, f"unsupported pixel format {upright.mode!r} ({exc})") from None
-    height, width = pixels.shape[:2]
-    if max_side and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(pixels)
+    return np.ascontiguousarray(downscale(pixels, max_side) if max_side else pixels)
+
+
+def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` (H, W[, C]) shrunk (area interpolation) so its longest side is at most ``max_side``; never enlarged."""
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -23,12 +23,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from oste_core.data.image_io import load_image
+from oste_core.data.image_io import downscale, load_image
 from oste_core.models import OSTEModel
 from oste_core.models.backbones.conv_bn import reuse_folded_weights
 from oste_core.models.modules.lem import image_tiles
@@ -71,16 +70,6 @@ class ImageFeatures:
         return {n: unpack(t, device) for n, t in self.tiles.items()}
 
 
-def resize_to_working(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale an already loaded (H, W, 3) image to the fast mode's working size."""
-    height, width = image.shape[:2]
-    scale = max_side / max(height, width)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 class FeatureCache:
     """Computes, stores and loads ``ImageFeatures`` of a frozen backbone for one run."""
 
@@ -117,7 +106,7 @@ class FeatureCache:
         features = self._read(file) if file.exists() else None
         if features is None:
             image = load_image(image_path, max_side=self.load_max_side)
-            features = self.compute(resize_to_working(image, self.max_side))
+            features = self.compute(downscale(image, self.max_side))
             self.directory.mkdir(parents=True, exist_ok=True)
             with atomic_path(file) as tmp:
                 torch.save({"image_uint8": features.image_uint8, "stages": features.stages,
@@ -147,9 +136,7 @@ class FeatureCache:
         """Backbone features of one (H, W, 3) uint8 image at its own size (no flip, one scale)."""
         backbone = self.model.backbone
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
-        mean = torch.tensor(backbone.input_mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(backbone.input_std, device=self.device).view(1, 3, 1, 1)
-        x = (pixels[None].to(self.device).float() / 255.0 - mean) / std
+        x = backbone.normalise(pixels[None].to(self.device))
         was_training = backbone.training
         backbone.eval()
         try:

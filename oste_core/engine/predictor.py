@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from oste_core.config import OSTEConfig
 from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image, load_mask
-from oste_core.engine.feature_cache import FeatureCache, backbone_identity, resize_to_working
+from oste_core.data.image_io import downscale
+from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.engine.run_folder import RunError, RunFolder
 from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.models import OSTEModel
@@ -152,14 +153,11 @@ class Predictor:
         """The image as (1, 3, H, W) uint8 and the model's maps at that size (see ``OSTEModel.infer_cams``)."""
         if self.feature_cache is None:
             pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(self.device)
-            backbone = self.model.backbone
-            mean = torch.tensor(backbone.input_mean, device=self.device).view(1, 3, 1, 1)
-            std = torch.tensor(backbone.input_std, device=self.device).view(1, 3, 1, 1)
-            return pixels, self.model.infer_cams((pixels.float() / 255.0 - mean) / std, scales=self.scales, flip=True)
+            return pixels, self.model.infer_cams(self.model.backbone.normalise(pixels), scales=self.scales, flip=True)
         if image_path is not None:
             features = self.feature_cache.get(image_path)
         else:
-            features = self.feature_cache.compute(resize_to_working(image, self.feature_cache.max_side))
+            features = self.feature_cache.compute(downscale(image, self.feature_cache.max_side))
         pixels = features.image_uint8[None].to(self.device)
         size = tuple(pixels.shape[-2:])
         stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)

@@ -43,6 +43,12 @@ class Backbone(nn.Module):
         self.stage_strides: list[int] = []
         self.frozen_bn = False
 
+    def normalise(self, pixels: Tensor) -> Tensor:
+        """(B, 3, H, W) uint8 RGB -> the float input these weights expect (``input_mean`` / ``input_std``)."""
+        mean = torch.tensor(self.input_mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.input_std, device=pixels.device).view(1, 3, 1, 1)
+        return (pixels.float() / 255.0 - mean) / std
+
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
