@@ -204,10 +204,11 @@ class Trainer:
                     f"{self.run_folder.file(CLASSES)}: the run was trained on classes {saved_classes}, "
                     f"but {folder.root} now has {folder.class_names}; start a new run instead of --resume"
                 )
+        # the classifier-only warm-up never takes more than 5/6 of the schedule: the segmentation head must train
+        # (set on every process, so that DDP processes run the same steps)
+        self.cfg.loss.seg_warmup_iters = min(self.cfg.loss.seg_warmup_iters, 5 * self.cfg.train.iters // 6)
         if not self.dist.is_main:
             return
-        # the classifier-only warm-up never takes more than 5/6 of the schedule: the segmentation head must train
-        self.cfg.loss.seg_warmup_iters = min(self.cfg.loss.seg_warmup_iters, 5 * self.cfg.train.iters // 6)
         self.run_folder.save_config(self.cfg)
         self.run_folder.save_classes(folder.class_names)
         self.run_folder.save_json(VERSIONS, package_versions())
@@ -361,8 +362,9 @@ class Trainer:
                     end_iter = iteration
 
                 now = time.perf_counter()
+                # the time rule only without DDP: a report all-reduces the losses, so every process must decide alike
                 if (iteration % t.log_every == 0 or iteration == end_iter or iteration == start_iter + 1
-                        or now - last_report >= PROGRESS_EVERY_S):
+                        or (not self.dist.enabled and now - last_report >= PROGRESS_EVERY_S)):
                     images_per_s = window_iters * t.batch / max(now - window_start, 1e-9)
                     window_start, window_iters, last_report = now, 0, now
                     eta = max(deadline - now, 0.0) if updating else None
@@ -447,6 +449,10 @@ class Trainer:
                 (losses["total"] / len(indices)).backward()
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach() / len(indices)
+            if self.dist.enabled:  # the heads run outside the DDP wrapper: average their gradients by hand
+                for param in model.parameters():
+                    if param.grad is not None:
+                        param.grad.copy_(dist_utils.all_reduce_mean(param.grad, self.dist))
             self.timer.mark("forward_losses_backward")
             return sums, unsure / max(pixels, 1)
 
