@@ -80,11 +80,13 @@ class TrainWorker(QObject):
             self.finished.emit(str(run_dir))
 
     def _forward(self, event: TrainEvent) -> None:
-        """Pass events to the GUI thread, progress at most every ``PROGRESS_INTERVAL_S`` (tiny images can
-        train hundreds of iterations a second; a flood of queued signals only repaints the same plot)."""
+        """Pass events to the GUI thread, progress at most every ``PROGRESS_INTERVAL_S`` except the last
+        step (tiny images can train hundreds of iterations a second; a flood of queued signals only
+        repaints the same plot)."""
         now = time.monotonic()
-        if event.kind == "progress" and now - self._last_progress < PROGRESS_INTERVAL_S:
-            return  # the "done" event that follows carries the final state
+        last_step = event.iteration >= event.total > 0
+        if event.kind == "progress" and not last_step and now - self._last_progress < PROGRESS_INTERVAL_S:
+            return  # the first and the last step always reach the GUI, so the bar and plot end complete
         if event.kind == "progress":
             self._last_progress = now
         self.event.emit(event)

@@ -22,6 +22,8 @@ from app.main import EXIT_NO_PLATFORM, build_parser, display_available, missing_
 from app.project import ListEntry, ensure_demo  # noqa: E402
 from app.style import heatmap_rgba, label_rgba  # noqa: E402
 from app.training_panel import TrainingPanel, format_duration  # noqa: E402
+from app.workers import TrainWorker  # noqa: E402
+from oste_core.config import OSTEConfig  # noqa: E402
 from oste_core.editing import MaskDocument  # noqa: E402
 from oste_core.labels import UNSURE  # noqa: E402
 from oste_core.engine.predictor import Prediction  # noqa: E402
@@ -387,3 +389,15 @@ def test_training_panel_shows_an_update_as_time_used(qtbot) -> None:
     panel.set_running(False)
     panel.show_event(TrainEvent("progress", 3, 6, {"total": 1.0}, 0.01, 2.0, 30.0))
     assert (panel.progress.value(), panel.progress.maximum()) == (3, 6)
+
+
+def test_train_worker_thins_fast_progress_but_always_passes_the_first_and_last_step(tmp_path: Path) -> None:
+    worker = TrainWorker(OSTEConfig(), tmp_path, tmp_path / "run")
+    passed: list[TrainEvent] = []
+    worker.event.connect(passed.append)
+    for iteration in range(1, 201):  # far faster than the GUI's interval
+        worker._forward(TrainEvent("progress", iteration=iteration, total=200))
+    worker._forward(TrainEvent("done", iteration=200, total=200))
+    iterations = [e.iteration for e in passed if e.kind == "progress"]
+    assert iterations[0] == 1 and iterations[-1] == 200 and len(iterations) < 20
+    assert passed[-1].kind == "done"
