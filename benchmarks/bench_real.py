@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--json", type=Path, help="also write every result here")
-    parser.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder, deleted as it goes)")
     args = parser.parse_args()
     device = pick_device(args.device)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_real_"))
@@ -143,6 +143,17 @@ def main() -> None:
     if args.variants:
         variants = {name: VARIANTS[name] for name in args.variants.split(",")}
 
+    loop_run = root / f"{next(iter(variants)).replace('+', 'plus_')}_seed{args.seeds[0]}" if args.loop else None
+    try:
+        run_benchmark(args, root, variants, overrides, device, loop_run)
+    finally:
+        if not args.keep:  # the runs' feature caches take GBs on a large folder
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_benchmark(args: argparse.Namespace, root: Path, variants: dict, overrides: dict, device: torch.device,
+                  loop_run: Path | None) -> None:
+    """Train and evaluate every variant and seed, print the table (and the annotator loop)."""
     results: dict[str, list[dict]] = {}
     for name, variant in variants.items():
         for seed in args.seeds:
@@ -157,6 +168,8 @@ def main() -> None:
             print(f"{name} seed {seed}: suggestion {_pct(report['suggestion_miou'])}, seg {_pct(report['seg_miou'])}, "
                   f"pseudo {_pct(report['pseudo_miou'])} ({_pct(report['pseudo_coverage'])}% labelled), "
                   f"train {train_s:.0f} s", flush=True)
+            if not args.keep and run != loop_run:
+                shutil.rmtree(run, ignore_errors=True)
 
     first = next(iter(results.values()))[0]
     classes = list(first["per_class"])
@@ -175,10 +188,8 @@ def main() -> None:
 
     loop_rows = []
     if args.loop:
-        seed = args.seeds[0]
-        run = root / f"{next(iter(variants)).replace('+', 'plus_')}_seed{seed}"
         data = scratch_copy(args.data, root / "loop_data")
-        loop_rows = annotator_loop(data, run, str(device), args.loop_n, args.loop_rounds, args.update_s)
+        loop_rows = annotator_loop(data, loop_run, str(device), args.loop_n, args.loop_rounds, args.update_s)
         print(f"\nannotator loop: {args.loop_n} worst images verified per round, update budget {args.update_s:.0f} s; "
               "suggestion mIoU on the images never verified\n")
         print("| round | verified | update s | suggestion mIoU | " + " | ".join(loop_rows[0]["per_class"]) + " |")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,18 @@ def test_bench_real_prints_the_table_and_the_annotator_loop(tmp_path):
     assert [r["seed"] for r in saved["results"]["default"]] == [0, 1]
     assert [row["verified"] for row in saved["loop"]] == [0, 1]
     assert 0.0 <= saved["loop"][-1]["suggestion_miou"] <= 1.0
+
+
+def test_bench_real_without_keep_leaves_no_run_folders_behind(tmp_path):
+    data = write_demo_data(tmp_path / "data", n=4, size=48, seed=0)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_real.py"), str(data), "--variants", "baseline",
+         "--set", "train.iters=2", "--set", "loss.seg_warmup_iters=1", "--set", "train.fast_max_side=48",
+         "--set", "model.crf_backend=torch", "--set", "model.crf_iters=2"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| baseline |" in result.stdout
+    assert list(scratch.glob("bench_real_*")) == []  # the runs and their feature caches are deleted
