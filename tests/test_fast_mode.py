@@ -45,6 +45,12 @@ def test_fast_mode_caches_each_image_once_and_trains_only_the_heads(own_folder, 
     state = torch.load(run / "model.pt", weights_only=False)
     fresh = state["model"]
     assert state["config"]["train"]["freeze_backbone"] is True
+    folder = open_folder(own_folder)
+    tagged = {index for sample in folder.samples for index in folder.tag_indices(sample)}
+    colocalisation = state["colocalisation"]  # fitted on the cached features at the end of training
+    assert set(colocalisation["classes"]) == tagged
+    assert colocalisation["directions"].shape == (len(tagged), colocalisation["means"].shape[1])
+    assert Predictor.from_run(run).colocalisation.classes == sorted(tagged)
     # the backbone is the ImageNet one: the same weights before and after training
     from oste_core.models.backbones import build_backbone
 
@@ -122,9 +128,12 @@ def test_update_learns_from_the_verified_masks(own_folder, tmp_path):
     target.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mask).save(target)
     weights_before = (run / "model.pt").stat().st_mtime_ns
+    fit_before = torch.load(run / "model.pt", weights_only=False)["colocalisation"]
     events = []
     Trainer(fast_config(), own_folder, run, on_event=events.append).run_update(budget_s=4.0)
     assert (run / "model.pt").stat().st_mtime_ns != weights_before
+    fit_after = torch.load(run / "model.pt", weights_only=False)["colocalisation"]
+    assert torch.equal(fit_after["directions"], fit_before["directions"])  # frozen features: the update keeps the fit
     assert "1 verified mask" in events[0].message
     assert [e.kind for e in events][-1] == "done"
     after = _verified_share(run, own_folder, sample.stem, label)

@@ -4,7 +4,8 @@ The segmentation prediction and the suggestion are restricted to the image's tag
 tags are known (an annotation assistant knows them; the paper's test protocol does not, pass
 ``tags=None`` to predict over all classes). A run trained in the fast mode (frozen backbone) predicts
 from the run's feature cache at the fast mode's working size, one scale, as it was trained; other runs
-use multi-scale + flip inference (Eq 2). Results are cached (LRU) under a key of everything that changes
+use multi-scale + flip inference (Eq 2). A fast-mode run's suggestion also uses the class co-localisation
+map fitted at the end of its training (``colocalisation.py``). Results are cached (LRU) under a key of everything that changes
 them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from oste_core.engine.run_folder import RunError, RunFolder
 from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.models import OSTEModel
 from oste_core.models.modules.cam import resize_maps
+from oste_core.models.modules.colocalisation import Colocalisation, descriptors
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.suggestion import make_suggestion
@@ -74,7 +76,8 @@ class Predictor:
     """Loads a run and predicts masks for single images or a whole folder."""
 
     def __init__(self, model: OSTEModel, cfg: OSTEConfig, class_names: list[str], device: torch.device,
-                 cache_size: int = 16, run_dir: str | Path | None = None, weights_stamp: str = "") -> None:
+                 cache_size: int = 16, run_dir: str | Path | None = None, weights_stamp: str = "",
+                 colocalisation: Colocalisation | None = None) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.class_names = class_names
@@ -85,6 +88,7 @@ class Predictor:
         self.problems: list[str] = []
         self.weights_stamp = weights_stamp  # part of every cache key: an updated run predicts anew
         self.feature_cache = None
+        self.colocalisation = colocalisation  # fast mode: the class co-localisation fit saved with the weights
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
@@ -115,8 +119,9 @@ class Predictor:
         except RuntimeError as exc:
             raise RunError(f"{weights}: weights do not match the saved config ({exc})") from exc
         stat = weights.stat()
+        colocalisation = Colocalisation.from_state(state["colocalisation"]) if "colocalisation" in state else None
         return cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
-                   weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}")
+                   weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation)
 
     @property
     def num_classes(self) -> int:
@@ -164,7 +169,9 @@ class Predictor:
         out = self.model.forward_features(stages, features.tile_batch(self.device), size)
         maps = {key: out[key] for key in ("cam", "enhanced_cam", "seg_logits")}
         maps["merged_cam"] = out["merged_cam"] if "merged_cam" in out else torch.zeros_like(out["cam"])
-        return pixels, {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
+        maps = {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
+        maps["descriptors"] = descriptors(stages)
+        return pixels, maps
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
                  image_path: str | Path | None) -> Prediction:
@@ -183,8 +190,12 @@ class Predictor:
         pseudo = make_pseudo_labels(out["enhanced_cam"][None].float(), pixels, multi_hot, self.cfg.model, self.crf)[0]
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
+        suggestion_cams = out["enhanced_cam"].float()
+        if self.colocalisation is not None and "descriptors" in out and self.cfg.model.colocalisation_weight > 0:
+            suggestion_cams = self.colocalisation.mix(suggestion_cams, out["descriptors"], list(tags),
+                                                      self.cfg.model.colocalisation_weight)
         suggestion, suggestion_confidence = make_suggestion(
-            seg_logits, out["enhanced_cam"].float(), pixels[0], list(tags), pseudo, self.cfg.model, self.crf, verified)
+            seg_logits, suggestion_cams, pixels[0], list(tags), pseudo, self.cfg.model, self.crf, verified)
         as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731
         return Prediction(
             cam=as_np(out["cam"]), merged_cam=as_np(out["merged_cam"]), enhanced_cam=as_np(out["enhanced_cam"]),

@@ -36,6 +36,7 @@ from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
+from oste_core.models.modules.colocalisation import ColocalisationFit, descriptors
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import device_description, pick_device
@@ -170,6 +171,9 @@ class Trainer:
         self.folder: LabelledFolder | None = None
         self.device: torch.device | None = None
         self.timer: PhaseTimer | None = None
+        self.feature_cache: FeatureCache | None = None
+        self._usable: list[Sample] = []  # the fast mode's images with cached features
+        self._colocalisation: dict | None = None  # an update keeps the run's fit
 
     def cancel(self) -> None:
         """Ask the loop to stop after the current iteration; the last state is checkpointed."""
@@ -411,7 +415,7 @@ class Trainer:
         cfg, device = self.cfg, self.device
         cache = self.feature_cache = FeatureCache(self.run_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
                                                   cfg.train.max_side, device)
-        usable = self._cache_features(cache, folder)
+        usable = self._usable = self._cache_features(cache, folder)
         masks = VerifiedMasks(folder)
         batches = self._batch_indices(dataclasses.replace(folder, samples=usable), updating)
         stage_count = len(model.backbone.stage_channels)
@@ -608,16 +612,40 @@ class Trainer:
             path = self.run_folder.weights_file()
             state = self.run_folder.load_weights(path, self.device)
             model.load_state_dict(state["model"])
+            self._colocalisation = state.get("colocalisation")  # the features are frozen: an update keeps the fit
         except (RunError, RuntimeError, KeyError) as exc:
             raise TrainingError(f"cannot update from this run: {exc}") from exc
         return int(state.get("iteration", 0))
 
     def _finish(self, model: OSTEModel, iteration: int) -> None:
         if self.dist.is_main:
-            self.run_folder.save_weights(FINAL_MODEL, {
-                "model": model.state_dict(), "config": self.cfg.to_dict(),
-                "class_names": self.folder.class_names, "iteration": iteration,
-            })
+            payload = {"model": model.state_dict(), "config": self.cfg.to_dict(),
+                       "class_names": self.folder.class_names, "iteration": iteration}
+            colocalisation = self._colocalisation if self._colocalisation is not None else self._fit_colocalisation(model)
+            if colocalisation is not None:
+                payload["colocalisation"] = colocalisation
+            self.run_folder.save_weights(FINAL_MODEL, payload)
         timings = self.timer.means() if self.timer else {}
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))
+
+    @torch.no_grad()
+    def _fit_colocalisation(self, model: OSTEModel) -> dict | None:
+        """The fast mode's class co-localisation fit over the cached features (``colocalisation.py``)."""
+        if not (self.cfg.train.freeze_backbone and self.cfg.model.colocalisation_weight > 0 and self._usable):
+            return None
+        start = time.perf_counter()
+        fit = ColocalisationFit()
+        stage_count = len(model.backbone.stage_channels)
+        was_training = model.training
+        model.eval()
+        for sample in self._usable:
+            features = self.feature_cache.get(sample.image_path)
+            stages = features.stage_list(stage_count, self.device)
+            out = model.forward_features(stages, features.tile_batch(self.device), tuple(features.image_uint8.shape[-2:]),
+                                         classify_only=True)
+            fit.add(descriptors(stages), out["cam"][0], self.folder.tag_indices(sample))
+        model.train(was_training)
+        result = fit.result()
+        self._log(f"class co-localisation fitted on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")
+        return None if result is None else result.to_state()
