@@ -170,7 +170,8 @@ class Predictor:
         maps = {key: out[key] for key in ("cam", "enhanced_cam", "seg_logits")}
         maps["merged_cam"] = out["merged_cam"] if "merged_cam" in out else torch.zeros_like(out["cam"])
         maps = {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
-        maps["descriptors"] = descriptors(stages)
+        if self.colocalisation is not None and self.cfg.model.colocalisation_weight > 0:  # only when the suggestion uses them
+            maps["descriptors"] = descriptors(stages)
         return pixels, maps
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
@@ -191,7 +192,7 @@ class Predictor:
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
         suggestion_cams = out["enhanced_cam"].float()
-        if self.colocalisation is not None and "descriptors" in out and self.cfg.model.colocalisation_weight > 0:
+        if "descriptors" in out:  # a fast-mode run with a co-localisation fit
             suggestion_cams = self.colocalisation.mix(suggestion_cams, out["descriptors"], list(tags),
                                                       self.cfg.model.colocalisation_weight)
         suggestion, suggestion_confidence = make_suggestion(

@@ -88,13 +88,16 @@ class ColocalisationFit:
         sampled = image_descriptors[:, ::2, ::2].flatten(1).T.double()
         cams = F.interpolate(cams[None].float(), size=image_descriptors.shape[1:], mode="bilinear",
                              align_corners=False)[0].flatten(1).double()
+        channels = flat.shape[1]
         for class_index in set(tags):
-            stats = self._stats.setdefault(class_index, {
-                "count": 0.0, "sum": torch.zeros(flat.shape[1], dtype=torch.float64),
-                "sampled_count": 0.0, "sampled_sum": torch.zeros(flat.shape[1], dtype=torch.float64),
-                "outer": torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64),
-                "cam_sum": 0.0, "cam_cross": torch.zeros(flat.shape[1], dtype=torch.float64),
-            })
+            if class_index not in self._stats:  # (C, C) accumulators: allocated once per class, not per photo
+                self._stats[class_index] = {
+                    "count": 0.0, "sum": torch.zeros(channels, dtype=torch.float64),
+                    "sampled_count": 0.0, "sampled_sum": torch.zeros(channels, dtype=torch.float64),
+                    "outer": torch.zeros(channels, channels, dtype=torch.float64),
+                    "cam_sum": 0.0, "cam_cross": torch.zeros(channels, dtype=torch.float64),
+                }
+            stats = self._stats[class_index]
             cam = cams[class_index - 1]
             stats["count"] += flat.shape[0]
             stats["sum"] += flat.sum(dim=0).cpu()
