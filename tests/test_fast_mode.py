@@ -217,3 +217,29 @@ def test_fast_warmup_steps_train_the_classifier_only(own_folder, tmp_path):
     assert all(line["seg"] == 0 and line["energy"] == 0 and line["affinity"] == 0 for line in lines[:2])
     assert all(line["cls"] > 0 for line in lines)
     assert lines[2]["seg"] > 0
+
+
+def test_a_run_of_imagenet_classes_saves_their_prior_and_the_suggestion_uses_it(own_folder, tmp_path):
+    renamed = {"circle": "car", "square": "dog"}  # two of the demo's shapes get VOC names ImageNet has
+    for name in ("classes.txt", "tags.csv"):
+        text = (own_folder / name).read_text()
+        for old, new in renamed.items():
+            text = text.replace(old, new)
+        (own_folder / name).write_text(text)
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 2}), own_folder, run).run()
+    prior = torch.load(run / "model.pt", weights_only=False)["imagenet_prior"]
+    assert sorted(prior["classes"]) == [1, 2] and prior["weight"].shape == (1000, 1280)
+    predictor = Predictor.from_run(run)
+    assert sorted(predictor.imagenet_prior.classes) == [1, 2]
+    folder = open_folder(own_folder)
+    sample = next(s for s in folder.samples if 1 in folder.tag_indices(s) or 2 in folder.tag_indices(s))
+    with_prior = predictor.predict_sample(folder, sample)
+    assert set(np.unique(with_prior.suggestion)) <= {0, *folder.tag_indices(sample)}
+    predictor.cfg.model.imagenet_prior_weight = 0.0
+    predictor.clear_cache()
+    without_prior = predictor.predict_sample(folder, sample)
+    assert not np.array_equal(with_prior.suggestion_confidence, without_prior.suggestion_confidence)
+    Trainer(fast_config(), own_folder, run).run_update(budget_s=2.0)
+    kept = torch.load(run / "model.pt", weights_only=False)["imagenet_prior"]
+    assert torch.equal(kept["weight"], prior["weight"])  # an update keeps the run's prior

@@ -5,7 +5,8 @@ tags are known (an annotation assistant knows them; the paper's test protocol do
 ``tags=None`` to predict over all classes). A run trained in the fast mode (frozen backbone) predicts
 from the run's feature cache at the fast mode's working size, one scale, as it was trained; other runs
 use multi-scale + flip inference (Eq 2). A fast-mode run's suggestion also uses the class co-localisation
-map fitted at the end of its training (``colocalisation.py``). Results are cached (LRU) under a key of everything that changes
+map fitted at the end of its training (``colocalisation.py``) and the ImageNet class prior
+(``imagenet_prior.py``). Results are cached (LRU) under a key of everything that changes
 them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from oste_core.models.modules.cam import resize_maps
 from oste_core.models.modules.colocalisation import Colocalisation, descriptors
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
+from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.suggestion import make_suggestion
 from oste_core.utils.device import pick_device
 
@@ -77,7 +79,7 @@ class Predictor:
 
     def __init__(self, model: OSTEModel, cfg: OSTEConfig, class_names: list[str], device: torch.device,
                  cache_size: int = 16, run_dir: str | Path | None = None, weights_stamp: str = "",
-                 colocalisation: Colocalisation | None = None) -> None:
+                 colocalisation: Colocalisation | None = None, imagenet_prior: ImagenetPrior | None = None) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.class_names = class_names
@@ -89,6 +91,7 @@ class Predictor:
         self.weights_stamp = weights_stamp  # part of every cache key: an updated run predicts anew
         self.feature_cache = None
         self.colocalisation = colocalisation  # fast mode: the class co-localisation fit saved with the weights
+        self.imagenet_prior = imagenet_prior  # fast mode: the ImageNet class prior saved with the weights
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
@@ -120,8 +123,10 @@ class Predictor:
             raise RunError(f"{weights}: weights do not match the saved config ({exc})") from exc
         stat = weights.stat()
         colocalisation = Colocalisation.from_state(state["colocalisation"]) if "colocalisation" in state else None
+        imagenet_prior = ImagenetPrior.from_state(state["imagenet_prior"]) if "imagenet_prior" in state else None
         return cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
-                   weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation)
+                   weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation,
+                   imagenet_prior=imagenet_prior)
 
     @property
     def num_classes(self) -> int:
@@ -172,6 +177,8 @@ class Predictor:
         maps = {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
         if self.colocalisation is not None and self.cfg.model.colocalisation_weight > 0:  # only when the suggestion uses them
             maps["descriptors"] = descriptors(stages)
+        if self.imagenet_prior is not None and self.cfg.model.imagenet_prior_weight > 0:
+            maps["last_stage"] = stages[-1][0].float()
         return pixels, maps
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
@@ -195,8 +202,13 @@ class Predictor:
         if "descriptors" in out:  # a fast-mode run with a co-localisation fit
             suggestion_cams = self.colocalisation.mix(suggestion_cams, out["descriptors"], list(tags),
                                                       self.cfg.model.colocalisation_weight)
+        if "last_stage" in out:  # a fast-mode run with an ImageNet class prior
+            suggestion_cams = self.imagenet_prior.mix(suggestion_cams, out["last_stage"], list(tags),
+                                                      self.cfg.model.imagenet_prior_weight)
+        # FBE's sure pixels come from the enhanced CAM alone: kept only when no class prior corrected it
+        kept_pseudo = None if ("descriptors" in out or "last_stage" in out) else pseudo
         suggestion, suggestion_confidence = make_suggestion(
-            seg_logits, suggestion_cams, pixels[0], list(tags), pseudo, self.cfg.model, self.crf, verified)
+            seg_logits, suggestion_cams, pixels[0], list(tags), kept_pseudo, self.cfg.model, self.crf, verified)
         as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731
         return Prediction(
             cam=as_np(out["cam"]), merged_cam=as_np(out["merged_cam"]), enhanced_cam=as_np(out["enhanced_cam"]),

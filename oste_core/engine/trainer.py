@@ -37,6 +37,7 @@ from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import ColocalisationFit, descriptors
+from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import device_description, pick_device
@@ -174,6 +175,7 @@ class Trainer:
         self.feature_cache: FeatureCache | None = None
         self._usable: list[Sample] = []  # the fast mode's images with cached features
         self._colocalisation: dict | None = None  # an update keeps the run's fit
+        self._imagenet_prior: dict | None = None  # and its ImageNet prior
 
     def cancel(self) -> None:
         """Ask the loop to stop after the current iteration; the last state is checkpointed."""
@@ -613,6 +615,7 @@ class Trainer:
             state = self.run_folder.load_weights(path, self.device)
             model.load_state_dict(state["model"])
             self._colocalisation = state.get("colocalisation")  # the features are frozen: an update keeps the fit
+            self._imagenet_prior = state.get("imagenet_prior")
         except (RunError, RuntimeError, KeyError) as exc:
             raise TrainingError(f"cannot update from this run: {exc}") from exc
         return int(state.get("iteration", 0))
@@ -624,10 +627,25 @@ class Trainer:
             colocalisation = self._colocalisation if self._colocalisation is not None else self._fit_colocalisation(model)
             if colocalisation is not None:
                 payload["colocalisation"] = colocalisation
+            imagenet_prior = self._imagenet_prior if self._imagenet_prior is not None else self._make_imagenet_prior(model)
+            if imagenet_prior is not None:
+                payload["imagenet_prior"] = imagenet_prior
             self.run_folder.save_weights(FINAL_MODEL, payload)
         timings = self.timer.means() if self.timer else {}
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))
+
+    def _make_imagenet_prior(self, model: OSTEModel) -> dict | None:
+        """The fast mode's ImageNet class prior (``imagenet_prior.py``): the frozen backbone's ImageNet classifier
+        and the ImageNet classes of the folder's classes; None when either is missing."""
+        if not (self.cfg.train.freeze_backbone and self.cfg.model.imagenet_prior_weight > 0):
+            return None
+        prior = ImagenetPrior.for_classes(self.folder.class_names, model.backbone.imagenet_classifier)
+        if prior is None:
+            self._log("no ImageNet class prior: the backbone weights have no ImageNet classifier or no class is an "
+                      "ImageNet concept")
+            return None
+        return prior.to_state()
 
     @torch.no_grad()
     def _fit_colocalisation(self, model: OSTEModel) -> dict | None:

@@ -42,6 +42,8 @@ class Backbone(nn.Module):
         self.stage_channels: list[int] = []
         self.stage_strides: list[int] = []
         self.frozen_bn = False
+        # (weight (1000, C), bias) of the ImageNet classifier on the last stage, kept when pretrained weights load
+        self.imagenet_classifier: tuple[Tensor, Tensor] | None = None
 
     def normalise(self, pixels: Tensor) -> Tensor:
         """(B, 3, H, W) uint8 RGB -> the float input these weights expect (``input_mean`` / ``input_std``)."""
@@ -136,3 +138,16 @@ def load_matching_state_dict(backbone: Backbone, state: Mapping[str, Tensor], so
             f"Use the weights file made for {backbone.name}, {NO_WEIGHTS_HINT}"
         )
     backbone.load_state_dict(kept, strict=False)
+    backbone.imagenet_classifier = _last_stage_classifier(backbone, state)
+
+
+def _last_stage_classifier(backbone: Backbone, state: Mapping[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+    """The skipped linear classifier of ``state`` that reads the last stage's channels, if there is one."""
+    for module in backbone.ignored_weight_modules:
+        weight, bias = state.get(f"{module}.weight"), state.get(f"{module}.bias")
+        if weight is None or bias is None:
+            continue
+        weight = weight.flatten(1) if weight.dim() == 4 and weight.shape[-2:] == (1, 1) else weight
+        if weight.dim() == 2 and weight.shape[1] == backbone.stage_channels[-1] and bias.shape == weight.shape[:1]:
+            return weight.detach().float().clone(), bias.detach().float().clone()
+    return None

@@ -49,12 +49,13 @@ def scaled_crf(crf: DenseCRF, cfg: ModelConfig, longest_side: int) -> DenseCRF:
 
 
 @torch.no_grad()
-def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int], pseudo_label: Tensor,
+def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int], pseudo_label: Tensor | None,
                     cfg: ModelConfig, crf: DenseCRF, verified: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Suggestion ``(H, W)`` long in {0} + ``tags`` and its confidence ``(H, W)`` float in [0, 1].
 
     ``seg_logits`` (K+1, H, W) and ``cams`` (K, h, w) of one image, ``image_uint8`` (3, H, W), ``tags``
-    1-based class indices, ``pseudo_label`` (H, W) with 255 = unsure, ``verified`` (H, W) or None.
+    1-based class indices, ``pseudo_label`` (H, W) with 255 = unsure (None: keep no FBE pixel),
+    ``verified`` (H, W) or None.
     """
     height, width = image_uint8.shape[-2:]
     num_classes = cams.shape[0]
@@ -73,10 +74,11 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
         marginals = torch.ones_like(mixed)
     confidence, picked = marginals.max(dim=0)
     label = allowed[picked]
-    sure = pseudo_label.to(label.device) != UNSURE
-    label = torch.where(sure, pseudo_label.to(label.device).long(), label)
-    fbe_confidence = scores.max(dim=0).values.to(confidence.device)
-    confidence = torch.where(sure, torch.maximum(confidence, fbe_confidence), confidence)
+    if pseudo_label is not None:
+        sure = pseudo_label.to(label.device) != UNSURE
+        label = torch.where(sure, pseudo_label.to(label.device).long(), label)
+        fbe_confidence = scores.max(dim=0).values.to(confidence.device)
+        confidence = torch.where(sure, torch.maximum(confidence, fbe_confidence), confidence)
     if verified is not None:
         verified = verified.to(label.device).long()
         known = verified != UNSURE
