@@ -67,6 +67,12 @@ def _normalise_per_class(cams: torch.Tensor) -> torch.Tensor:
     return (cams / peak[:, None, None]).clamp(0, 1)
 
 
+def _min_max_per_class(cams: torch.Tensor) -> torch.Tensor:
+    low = cams.flatten(1).amin(dim=1)[:, None, None]
+    high = cams.flatten(1).amax(dim=1)[:, None, None]
+    return (cams - low) / (high - low).clamp_min(1e-6)
+
+
 def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A label mask at ``size`` (H, W), nearest neighbour."""
     if mask.shape == size:
@@ -199,6 +205,9 @@ class Predictor:
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
         suggestion_cams = out["enhanced_cam"].float()
+        priors = "descriptors" in out or "last_stage" in out
+        if priors:  # the class priors are maps in [0, 1]: the CAM joins them min-max scaled
+            suggestion_cams = _min_max_per_class(suggestion_cams)
         if "descriptors" in out:  # a fast-mode run with a co-localisation fit
             suggestion_cams = self.colocalisation.mix(suggestion_cams, out["descriptors"], list(tags),
                                                       self.cfg.model.colocalisation_weight)
@@ -206,7 +215,7 @@ class Predictor:
             suggestion_cams = self.imagenet_prior.mix(suggestion_cams, out["last_stage"], list(tags),
                                                       self.cfg.model.imagenet_prior_weight)
         # FBE's sure pixels come from the enhanced CAM alone: kept only when no class prior corrected it
-        kept_pseudo = None if ("descriptors" in out or "last_stage" in out) else pseudo
+        kept_pseudo = None if priors else pseudo
         suggestion, suggestion_confidence = make_suggestion(
             seg_logits, suggestion_cams, pixels[0], list(tags), kept_pseudo, self.cfg.model, self.crf, verified)
         as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731

@@ -101,12 +101,10 @@ class ImagenetPrior:
         return maps
 
     def mix(self, cams: Tensor, last_stage: Tensor, tags: list[int], weight: float) -> Tensor:
-        """``cams`` (K, H, W) with each tagged class that has a prior replaced by
-        ``(1 - weight) * min-max cam + weight * map``."""
+        """``cams`` (K, H, W), each scaled to [0, 1], with each tagged class that has a prior replaced by
+        ``(1 - weight) * cam + weight * map``."""
         mixed = cams.clone()
         for class_index, prior in self.class_maps(last_stage, tags).items():
-            cam = cams[class_index - 1]
-            low, high = cam.min(), cam.max()
-            prior = F.interpolate(prior[None, None], size=cam.shape, mode="bilinear", align_corners=False)[0, 0]
-            mixed[class_index - 1] = (1.0 - weight) * (cam - low) / (high - low).clamp_min(1e-6) + weight * prior.to(cam.device)
+            prior = F.interpolate(prior[None, None], size=cams.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+            mixed[class_index - 1] = (1.0 - weight) * cams[class_index - 1] + weight * prior.to(cams.device)
         return mixed
