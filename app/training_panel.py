@@ -247,8 +247,8 @@ class TrainingPanel(QWidget):
 
     def show_event(self, event: TrainEvent) -> None:
         """Update the bar, the statistics line and the plot from a trainer event (one point per progress event)."""
-        if event.kind == "features":  # the fast mode computes each image's backbone features once, first
-            self.progress.setFormat("features %v / %m")
+        if event.kind in ("features", "probe"):  # the fast mode's passes over the images: features first, probe last
+            self.progress.setFormat(("features" if event.kind == "features" else "pixel classifier") + " %v / %m")
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.iteration)
             self.stats.setText(event.message)

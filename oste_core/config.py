@@ -43,6 +43,7 @@ class ModelConfig:
     suggestion_crf_sxy: float = 0.125  # the suggestion CRF's bilateral width, a fraction of the longest side
     suggestion_crf_srgb: float = 8.0  # the suggestion CRF's colour width (FBE's Eq 11 CRF keeps psa's 80 px / 13)
     colocalisation_weight: float = 0.7  # fast mode: share of the DDT objectness in the suggestion (colocalisation.py)
+    pixel_probe_weight: float = 0.5  # fast mode: share of the folder pixel classifier in the suggestion (pixel_probe.py)
     imagenet_prior_weight: float = 0.5  # fast mode: share of the ImageNet class prior in the suggestion (imagenet_prior.py)
 
 

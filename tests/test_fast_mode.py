@@ -243,3 +243,47 @@ def test_a_run_of_imagenet_classes_saves_their_prior_and_the_suggestion_uses_it(
     Trainer(fast_config(), own_folder, run).run_update(budget_s=2.0)
     kept = torch.load(run / "model.pt", weights_only=False)["imagenet_prior"]
     assert torch.equal(kept["weight"], prior["weight"])  # an update keeps the run's prior
+
+
+def test_the_pixel_probe_is_taught_by_the_suggestions_and_verified_masks_teach_it(own_folder, tmp_path):
+    run = tmp_path / "run"
+    events = []
+    Trainer(fast_config(**{"train.iters": 2}), own_folder, run, on_event=events.append).run()
+    probe = torch.load(run / "model.pt", weights_only=False)["pixel_probe"]
+    folder = open_folder(own_folder)
+    classes = len(folder.class_names)
+    assert probe["weight"].shape[0] == classes + 1 and probe["mean"].shape == probe["std"].shape
+    probe_events = [e for e in events if e.kind == "probe"]
+    assert probe_events and probe_events[-1].iteration == probe_events[-1].total == len(folder.samples)
+    predictor = Predictor.from_run(run)
+    assert predictor.pixel_probe is not None
+    sample = folder.samples[0]
+    tags = folder.tag_indices(sample)
+    prediction = predictor.predict_sample(folder, sample)
+    assert set(np.unique(prediction.suggestion)) <= {0, *tags}
+    # a verified mask is the probe's best teacher: all its pixels are examples (here: left half the tag,
+    # right half background)
+    label = tags[0]
+    mask = np.zeros(Image.open(sample.image_path).size[::-1], dtype=np.uint8)
+    mask[:, : mask.shape[1] // 2] = label
+    target = folder.verified_path(sample)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(target)
+    taught = predictor.fit_pixel_probe(open_folder(own_folder), [open_folder(own_folder).samples[0]])
+    descriptors = predictor._maps(None, sample.image_path)[1]["descriptors"]
+    probabilities = taught.probabilities(descriptors, tags)
+    seen = probabilities[:, ::2, ::2]  # the cells it learned from (every other one)
+    half = seen.shape[2] // 2
+    assert float(seen[label][:, :half].min()) > 0.9 and float(seen[0][:, half + 1:].min()) > 0.9
+    assert predictor.fit_pixel_probe(folder, cancel=lambda: True) is None
+
+
+def test_a_retrain_prunes_stale_cache_files_but_not_another_process_write_in_progress(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 1}), own_folder, run).run()
+    stale = run / CACHE_DIR / "0123456789abcdef01234567.pt"
+    in_progress = run / CACHE_DIR / ".0123456789abcdef01234567.pt.x1y2z3.tmp.pt"  # a second DDP rank's atomic write
+    stale.write_bytes(b"old")
+    in_progress.write_bytes(b"half")
+    Trainer(fast_config(), own_folder, run).run_update(budget_s=1.0)  # an update re-reads the cache too
+    assert not stale.exists() and in_progress.exists()

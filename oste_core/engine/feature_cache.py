@@ -152,11 +152,12 @@ class FeatureCache:
         )
 
     def prune(self, keep: set[str]) -> int:
-        """Delete cache files whose key is not in ``keep`` (images or settings that changed); their count."""
+        """Delete cache files whose key is not in ``keep`` (images or settings that changed); their count.
+        Temp files (another process's write in progress, e.g. a second DDP rank) are left alone."""
         removed = 0
         if self.directory.is_dir():
             for file in self.directory.glob("*.pt"):
-                if file.stem not in keep:
+                if file.stem not in keep and not file.name.startswith("."):
                     file.unlink(missing_ok=True)
                     removed += 1
         return removed

@@ -5,8 +5,8 @@ tags are known (an annotation assistant knows them; the paper's test protocol do
 ``tags=None`` to predict over all classes). A run trained in the fast mode (frozen backbone) predicts
 from the run's feature cache at the fast mode's working size, one scale, as it was trained; other runs
 use multi-scale + flip inference (Eq 2). A fast-mode run's suggestion also uses the class co-localisation
-map fitted at the end of its training (``colocalisation.py``) and the ImageNet class prior
-(``imagenet_prior.py``). Results are cached (LRU) under a key of everything that changes
+map fitted at the end of its training (``colocalisation.py``), the ImageNet class prior
+(``imagenet_prior.py``) and the folder pixel classifier (``pixel_probe.py``). Results are cached (LRU) under a key of everything that changes
 them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from oste_core.models.modules.colocalisation import Colocalisation, descriptors
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
+from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
 from oste_core.models.modules.suggestion import make_suggestion
 from oste_core.utils.device import pick_device
 
@@ -85,7 +86,8 @@ class Predictor:
 
     def __init__(self, model: OSTEModel, cfg: OSTEConfig, class_names: list[str], device: torch.device,
                  cache_size: int = 16, run_dir: str | Path | None = None, weights_stamp: str = "",
-                 colocalisation: Colocalisation | None = None, imagenet_prior: ImagenetPrior | None = None) -> None:
+                 colocalisation: Colocalisation | None = None, imagenet_prior: ImagenetPrior | None = None,
+                 pixel_probe: PixelProbe | None = None) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.class_names = class_names
@@ -98,6 +100,7 @@ class Predictor:
         self.feature_cache = None
         self.colocalisation = colocalisation  # fast mode: the class co-localisation fit saved with the weights
         self.imagenet_prior = imagenet_prior  # fast mode: the ImageNet class prior saved with the weights
+        self.pixel_probe = pixel_probe  # fast mode: the folder pixel classifier saved with the weights
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
@@ -130,9 +133,10 @@ class Predictor:
         stat = weights.stat()
         colocalisation = Colocalisation.from_state(state["colocalisation"]) if "colocalisation" in state else None
         imagenet_prior = ImagenetPrior.from_state(state["imagenet_prior"]) if "imagenet_prior" in state else None
+        pixel_probe = PixelProbe.from_state(state["pixel_probe"]) if "pixel_probe" in state else None
         return cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
                    weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation,
-                   imagenet_prior=imagenet_prior)
+                   imagenet_prior=imagenet_prior, pixel_probe=pixel_probe)
 
     @property
     def num_classes(self) -> int:
@@ -181,10 +185,8 @@ class Predictor:
         maps = {key: out[key] for key in ("cam", "enhanced_cam", "seg_logits")}
         maps["merged_cam"] = out["merged_cam"] if "merged_cam" in out else torch.zeros_like(out["cam"])
         maps = {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
-        if self.colocalisation is not None and self.cfg.model.colocalisation_weight > 0:  # only when the suggestion uses them
-            maps["descriptors"] = descriptors(stages)
-        if self.imagenet_prior is not None and self.cfg.model.imagenet_prior_weight > 0:
-            maps["last_stage"] = stages[-1][0].float()
+        maps["descriptors"] = descriptors(stages)  # the co-localisation map and the pixel probe read them
+        maps["last_stage"] = stages[-1][0].float()  # the ImageNet prior reads it
         return pixels, maps
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
@@ -194,30 +196,14 @@ class Predictor:
         if tags is None:  # unknown tags: take the classes the segmentation branch finds
             seg_all = seg_logits.argmax(0)
             tags = [k for k in range(1, self.num_classes + 1) if (seg_all == k).float().mean() > 0.01]
-        allowed = torch.zeros(self.num_classes + 1, dtype=torch.bool, device=self.device)
-        allowed[0] = True
-        allowed[list(tags)] = True
-        seg_logits = seg_logits.masked_fill(~allowed[:, None, None], float("-inf"))
+        seg_logits = self._restrict(seg_logits, tags)
         probs = F.softmax(seg_logits, dim=0)
         confidence, seg = probs.max(dim=0)
         multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
         pseudo = make_pseudo_labels(out["enhanced_cam"][None].float(), pixels, multi_hot, self.cfg.model, self.crf)[0]
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
-        suggestion_cams = out["enhanced_cam"].float()
-        priors = "descriptors" in out or "last_stage" in out
-        if priors:  # the class priors are maps in [0, 1]: the CAM joins them min-max scaled
-            suggestion_cams = _min_max_per_class(suggestion_cams)
-        if "descriptors" in out:  # a fast-mode run with a co-localisation fit
-            suggestion_cams = self.colocalisation.mix(suggestion_cams, out["descriptors"], list(tags),
-                                                      self.cfg.model.colocalisation_weight)
-        if "last_stage" in out:  # a fast-mode run with an ImageNet class prior
-            suggestion_cams = self.imagenet_prior.mix(suggestion_cams, out["last_stage"], list(tags),
-                                                      self.cfg.model.imagenet_prior_weight)
-        # FBE's sure pixels come from the enhanced CAM alone: kept only when no class prior corrected it
-        kept_pseudo = None if priors else pseudo
-        suggestion, suggestion_confidence = make_suggestion(
-            seg_logits, suggestion_cams, pixels[0], list(tags), kept_pseudo, self.cfg.model, self.crf, verified)
+        suggestion, suggestion_confidence = self._suggest(pixels, out, list(tags), pseudo, verified)
         as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731
         return Prediction(
             cam=as_np(out["cam"]), merged_cam=as_np(out["merged_cam"]), enhanced_cam=as_np(out["enhanced_cam"]),
@@ -227,16 +213,70 @@ class Predictor:
             suggestion_confidence=suggestion_confidence.cpu().numpy().astype(np.float32), tags=list(tags),
         )
 
+    def _restrict(self, seg_logits: torch.Tensor, tags: list[int]) -> torch.Tensor:
+        """Segmentation logits with every class but background and ``tags`` at -inf."""
+        allowed = torch.zeros(self.num_classes + 1, dtype=torch.bool, device=seg_logits.device)
+        allowed[0] = True
+        allowed[list(tags)] = True
+        return seg_logits.masked_fill(~allowed[:, None, None], float("-inf"))
+
+    def _suggest(self, pixels: torch.Tensor, out: dict[str, torch.Tensor], tags: list[int], pseudo: torch.Tensor | None,
+                 verified: torch.Tensor | None, use_probe: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The suggestion and its confidence from the maps of ``_maps``: the enhanced CAM, with the run's class
+        priors where it has them (co-localisation, ImageNet prior, pixel probe), then ``make_suggestion``."""
+        model_cfg = self.cfg.model
+        cams = out["enhanced_cam"].float()
+        priors = [(self.colocalisation, "descriptors", model_cfg.colocalisation_weight),
+                  (self.imagenet_prior, "last_stage", model_cfg.imagenet_prior_weight),
+                  (self.pixel_probe if use_probe else None, "descriptors", model_cfg.pixel_probe_weight)]
+        priors = [(prior, out[key], weight) for prior, key, weight in priors if prior is not None and weight > 0]
+        if priors:  # maps in [0, 1]: the CAM joins them min-max scaled
+            cams = _min_max_per_class(cams)
+        for prior, features, weight in priors:
+            cams = prior.mix(cams, features, tags, weight)
+        # FBE's sure pixels come from the enhanced CAM alone: kept only when no class prior corrected it
+        kept_pseudo = None if priors else pseudo
+        return make_suggestion(self._restrict(out["seg_logits"].float(), tags), cams, pixels[0], tags, kept_pseudo,
+                               model_cfg, self.crf, verified)
+
+    @torch.no_grad()
+    def fit_pixel_probe(self, folder: LabelledFolder, samples: list[Sample] | None = None,
+                        on_progress: Callable[[int, int], None] | None = None,
+                        cancel: Callable[[], bool] | None = None) -> PixelProbe | None:
+        """Fit the fast mode's folder pixel classifier (``pixel_probe.py``) on the suggestions (without a probe) of
+        ``samples`` (default: the folder's), verified masks included; None if cancelled or nothing to learn."""
+        if self.feature_cache is None:
+            return None
+        samples = folder.samples if samples is None else samples
+        fit = PixelProbeFit(self.num_classes)
+        for done, sample in enumerate(samples, start=1):
+            if cancel is not None and cancel():
+                return None
+            verified = self._verified_mask(sample)
+            pixels, out = self._maps(None, sample.image_path)
+            if verified is not None:
+                verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
+            suggestion, confidence = self._suggest(pixels, out, folder.tag_indices(sample), None, verified,
+                                                   use_probe=False)
+            fit.add(out["descriptors"], suggestion, confidence)
+            if on_progress is not None:
+                on_progress(done, len(samples))
+        return fit.result()
+
     def predict_sample(self, folder: LabelledFolder, sample: Sample) -> Prediction:
         """Load one sample of a folder (downscaled to the run's max side) and predict it, its verified mask
         (if any) winning in the suggestion; cached by its stem, tags, verified mask and the run's weights."""
         image = load_image(sample.image_path, max_side=self.max_side)
-        verified = None
-        if sample.verified_mask is not None and sample.verified_mask.exists():
-            verified = load_mask(sample.verified_mask)
-            clean_labels(verified, self.num_classes)
+        verified = self._verified_mask(sample)
         return self.predict(image, folder.tag_indices(sample), key=sample.stem, verified=verified,
                             image_path=sample.image_path)
+
+    def _verified_mask(self, sample: Sample) -> np.ndarray | None:
+        if sample.verified_mask is None or not sample.verified_mask.exists():
+            return None
+        verified = load_mask(sample.verified_mask)
+        clean_labels(verified, self.num_classes)
+        return verified
 
     def predict_folder(
         self,

@@ -31,12 +31,13 @@ from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset
                              validate_images)
 from oste_core.engine import distributed as dist_utils
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity
+from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
 from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
-from oste_core.models.modules.colocalisation import ColocalisationFit, descriptors
+from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
@@ -51,7 +52,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start" | "progress" | "checkpoint" | "log" | "done" | "cancelled"
+    kind: str  # "start" | "features" | "progress" | "checkpoint" | "probe" | "log" | "done" | "cancelled"
     iteration: int = 0
     total: int = 0
     losses: dict[str, float] = field(default_factory=dict)
@@ -176,6 +177,7 @@ class Trainer:
         self._usable: list[Sample] = []  # the fast mode's images with cached features
         self._colocalisation: dict | None = None  # an update keeps the run's fit
         self._imagenet_prior: dict | None = None  # and its ImageNet prior
+        self._pixel_probe: dict | None = None  # and its pixel probe
 
     def cancel(self) -> None:
         """Ask the loop to stop after the current iteration; the last state is checkpointed."""
@@ -616,6 +618,7 @@ class Trainer:
             model.load_state_dict(state["model"])
             self._colocalisation = state.get("colocalisation")  # the features are frozen: an update keeps the fit
             self._imagenet_prior = state.get("imagenet_prior")
+            self._pixel_probe = state.get("pixel_probe")
         except (RunError, RuntimeError, KeyError) as exc:
             raise TrainingError(f"cannot update from this run: {exc}") from exc
         return int(state.get("iteration", 0))
@@ -630,6 +633,11 @@ class Trainer:
             imagenet_prior = self._imagenet_prior if self._imagenet_prior is not None else self._make_imagenet_prior(model)
             if imagenet_prior is not None:
                 payload["imagenet_prior"] = imagenet_prior
+            pixel_probe = self._pixel_probe
+            if pixel_probe is None:
+                pixel_probe = self._fit_pixel_probe(model, colocalisation, imagenet_prior)
+            if pixel_probe is not None:
+                payload["pixel_probe"] = pixel_probe
             self.run_folder.save_weights(FINAL_MODEL, payload)
         timings = self.timer.means() if self.timer else {}
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
@@ -646,6 +654,34 @@ class Trainer:
                       "ImageNet concept")
             return None
         return prior.to_state()
+
+    def _fit_pixel_probe(self, model: OSTEModel, colocalisation: dict | None, imagenet_prior: dict | None) -> dict | None:
+        """The fast mode's folder pixel classifier (``pixel_probe.py``), taught by every usable image's suggestion."""
+        if not (self.cfg.train.freeze_backbone and self.cfg.model.pixel_probe_weight > 0 and self._usable):
+            return None
+        start = time.perf_counter()
+        was_training = model.training
+        predictor = Predictor(
+            model, self.cfg, self.folder.class_names, self.device, run_dir=self.run_dir,
+            colocalisation=None if colocalisation is None else Colocalisation.from_state(colocalisation),
+            imagenet_prior=None if imagenet_prior is None else ImagenetPrior.from_state(imagenet_prior))
+
+        last = start
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if now - last >= PROGRESS_EVERY_S or done == total:
+                last = now
+                self._emit(TrainEvent("probe", done, total, message=f"pixel classifier: suggestion {done}/{total} "
+                                      f"({now - start:.0f} s)"))
+
+        probe = predictor.fit_pixel_probe(self.folder, self._usable, on_progress=progress, cancel=lambda: self.cancelled)
+        model.train(was_training)
+        if probe is None:
+            return None
+        self._log(f"pixel classifier fitted on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")
+        return probe.to_state()
 
     @torch.no_grad()
     def _fit_colocalisation(self, model: OSTEModel) -> dict | None:

@@ -1,0 +1,109 @@
+"""Folder pixel classifier for the suggestion: a softmax regression on the frozen descriptors, taught by the
+suggestions themselves. Not part of OSTE.
+
+Each photo's suggestion is built from that photo's maps alone. A classifier that has seen the confident
+pixels of every photo of the folder knows what a cat's fur or a road looks like across them, and lifts the
+parts one photo's CAM missed (a cat's body, not only its face) and drops what the folder calls background
+elsewhere (the road under a car). At the end of a fast-mode training the suggestion of every photo is made
+once; its pixels with a confidence above ``threshold`` (a verified mask: all of its labelled pixels), on
+every other feature cell, teach a linear softmax over [background, classes] on the standardised descriptors
+(``colocalisation.descriptors``). The suggestion then mixes, for each tag, ``(1 - weight) * its score +
+weight * the classifier's probability`` (restricted to the tags, scaled to a peak of 1)
+(``model.pixel_probe_weight``). A second round taught by the mixed suggestions did not help (``mix/``
+seed 1: 58.3 -> 57.9). Measured in ``docs/BENCHMARKS.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class PixelProbe:
+    """Descriptor mean and spread, and the softmax regression over [background, classes]."""
+
+    mean: Tensor  # (C,)
+    std: Tensor  # (C,)
+    weight: Tensor  # (K + 1, C)
+    bias: Tensor  # (K + 1,)
+
+    def to_state(self) -> dict:
+        return {"mean": self.mean.cpu(), "std": self.std.cpu(), "weight": self.weight.cpu(), "bias": self.bias.cpu()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PixelProbe":
+        return cls(*(state[key].float() for key in ("mean", "std", "weight", "bias")))
+
+    def probabilities(self, image_descriptors: Tensor, tags: list[int]) -> Tensor:
+        """``(K + 1, h, w)`` softmax over background and ``tags`` (other classes 0) of descriptors ``(C, h, w)``."""
+        device = image_descriptors.device
+        flat = (image_descriptors.flatten(1).T - self.mean.to(device)) / self.std.to(device)
+        logits = torch.addmm(self.bias.to(device), flat, self.weight.to(device).T)
+        allowed = torch.zeros(self.weight.shape[0], dtype=torch.bool, device=device)
+        allowed[[0, *tags]] = True
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        return logits.softmax(dim=1).T.reshape(-1, *image_descriptors.shape[1:])
+
+    def mix(self, cams: Tensor, image_descriptors: Tensor, tags: list[int], weight: float) -> Tensor:
+        """``cams`` (K, H, W), each scaled to [0, 1], with each tag replaced by
+        ``(1 - weight) * cam + weight * its probability scaled to a peak of 1``."""
+        probabilities = self.probabilities(image_descriptors, tags)
+        probabilities = F.interpolate(probabilities[None], size=cams.shape[-2:], mode="bilinear", align_corners=False)[0]
+        mixed = cams.clone()
+        for class_index in dict.fromkeys(tags):
+            probability = probabilities[class_index].to(cams.device)
+            mixed[class_index - 1] = (1.0 - weight) * cams[class_index - 1] + weight * probability / probability.max().clamp_min(1e-6)
+        return mixed
+
+
+class PixelProbeFit:
+    """Collects the confident pixels of the folder's suggestions; ``result`` fits the classifier on them."""
+
+    def __init__(self, num_classes: int, threshold: float = 0.8) -> None:
+        self.num_classes = num_classes
+        self.threshold = threshold
+        self._descriptors: list[Tensor] = []
+        self._labels: list[Tensor] = []
+
+    def add(self, image_descriptors: Tensor, suggestion: Tensor, confidence: Tensor) -> None:
+        """One photo: descriptors ``(C, h, w)``, its suggestion ``(H, W)`` and the suggestion's confidence."""
+        size = image_descriptors.shape[1:]
+        label = F.interpolate(suggestion[None, None].float(), size=size, mode="nearest")[0, 0].long().cpu()
+        sure = F.interpolate(confidence[None, None].float(), size=size, mode="bilinear",
+                             align_corners=False)[0, 0].cpu() > self.threshold
+        every_other = torch.zeros_like(sure)
+        every_other[::2, ::2] = True
+        keep = sure & every_other & (label <= self.num_classes)
+        self._descriptors.append(image_descriptors.float().cpu()[:, keep].T)
+        self._labels.append(label[keep])
+
+    @torch.no_grad()
+    def result(self, steps: int = 100, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> PixelProbe | None:
+        """The fitted classifier (full-batch Adam, classes weighted by 1 / sqrt(their share)); None without pixels
+        of background and at least one class."""
+        if not self._labels:
+            return None
+        labels = torch.cat(self._labels)
+        counts = torch.bincount(labels, minlength=self.num_classes + 1).float()
+        if counts[0] == 0 or int((counts[1:] > 0).sum()) == 0:
+            return None
+        descriptors = torch.cat(self._descriptors)
+        mean, std = descriptors.mean(dim=0), descriptors.std(dim=0).clamp_min(1e-3)
+        standardised = (descriptors - mean) / std
+        class_weight = torch.where(counts > 0, (counts.sum() / counts.clamp_min(1.0)).sqrt(), torch.zeros_like(counts))
+        generator = torch.Generator().manual_seed(seed)
+        linear = torch.nn.Linear(standardised.shape[1], self.num_classes + 1)
+        with torch.no_grad():
+            bound = 1.0 / standardised.shape[1] ** 0.5
+            linear.weight.uniform_(-bound, bound, generator=generator)
+            linear.bias.zero_()
+        optimizer = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad()
+                F.cross_entropy(linear(standardised), labels, weight=class_weight).backward()
+                optimizer.step()
+        return PixelProbe(mean, std, linear.weight.detach().clone(), linear.bias.detach().clone())
