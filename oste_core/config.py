@@ -144,8 +144,9 @@ CPU_PRESET: dict[str, Any] = {
     # classifier-only warm-up iterations, then 60 with FBE pseudo-labels, MAF, the segmentation head and the
     # energy loss (on a 1/8 grid); AdamW on the heads. LEM is off: on frozen features its tile losses made the
     # CAM worse on real photos (mix: CAM mIoU 34.6 with LEM, 39.9 without), the suggestion is no better (48.6 vs
-    # 48.5), and its tiles triple the feature cache and add a minute. The suggestion takes the enhanced CAM (+ the
-    # co-localisation map) and the CRF, not the segmentation branch: at this budget that lowered its mIoU.
+    # 48.5), and its tiles triple the feature cache and add a minute. The suggestion takes the enhanced CAM with the
+    # class priors (co-localisation map, ImageNet prior, pixel probe) and the CRF, not the segmentation branch:
+    # at this budget that lowered its mIoU.
     "train.freeze_backbone": True, "model.use_lem": False, "train.iters": 360, "loss.seg_warmup_iters": 300, "train.batch": 8,
     "train.optimizer": "adamw", "train.lr": 1e-4, "loss.energy_scale": 0.125, "model.suggestion_seg_weight": 0.0,
     "train.crop": 128, "train.workers": 0, "model.cam_scales": (1.0,), "train.log_every": 1,
