@@ -60,13 +60,28 @@ class PixelProbe:
 
 
 class PixelProbeFit:
-    """Collects the confident pixels of the folder's suggestions; ``result`` fits the classifier on them."""
+    """Collects the confident pixels of the folder's suggestions; ``result`` fits the classifier on them.
 
-    def __init__(self, num_classes: int, threshold: float = 0.8) -> None:
+    Memory stays bounded on large folders: once more than ``2 * max_pixels`` are held, each is dropped with
+    probability 1/2 and later ones are taken with the same halved probability, so every pixel has the same
+    chance to be kept (between ``max_pixels`` and twice that remain, stored as float16).
+    """
+
+    def __init__(self, num_classes: int, threshold: float = 0.8, max_pixels: int = 60_000, seed: int = 0) -> None:
         self.num_classes = num_classes
         self.threshold = threshold
+        self.max_pixels = max_pixels
+        self._generator = torch.Generator().manual_seed(seed)
+        self._keep_probability = 1.0
         self._descriptors: list[Tensor] = []
         self._labels: list[Tensor] = []
+
+    @property
+    def pixel_count(self) -> int:
+        return sum(len(labels) for labels in self._labels)
+
+    def _sample(self, count: int, probability: float) -> Tensor:
+        return torch.rand(count, generator=self._generator) < probability
 
     def add(self, image_descriptors: Tensor, suggestion: Tensor, confidence: Tensor) -> None:
         """One photo: descriptors ``(C, h, w)``, its suggestion ``(H, W)`` and the suggestion's confidence."""
@@ -77,8 +92,17 @@ class PixelProbeFit:
         every_other = torch.zeros_like(sure)
         every_other[::2, ::2] = True
         keep = sure & every_other & (label <= self.num_classes)
-        self._descriptors.append(image_descriptors.float().cpu()[:, keep].T)
-        self._labels.append(label[keep])
+        descriptors, labels = image_descriptors.cpu()[:, keep].T.half(), label[keep]
+        if self._keep_probability < 1.0:
+            taken = self._sample(len(labels), self._keep_probability)
+            descriptors, labels = descriptors[taken], labels[taken]
+        self._descriptors.append(descriptors)
+        self._labels.append(labels)
+        if self.pixel_count > 2 * self.max_pixels:
+            self._keep_probability /= 2
+            for index, labels in enumerate(self._labels):
+                taken = self._sample(len(labels), 0.5)
+                self._descriptors[index], self._labels[index] = self._descriptors[index][taken], labels[taken]
 
     @torch.no_grad()
     def result(self, steps: int = 100, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> PixelProbe | None:
@@ -90,7 +114,7 @@ class PixelProbeFit:
         counts = torch.bincount(labels, minlength=self.num_classes + 1).float()
         if counts[0] == 0 or int((counts[1:] > 0).sum()) == 0:
             return None
-        descriptors = torch.cat(self._descriptors)
+        descriptors = torch.cat(self._descriptors).float()
         mean, std = descriptors.mean(dim=0), descriptors.std(dim=0).clamp_min(1e-3)
         standardised = (descriptors - mean) / std
         class_weight = torch.where(counts > 0, (counts.sum() / counts.clamp_min(1.0)).sqrt(), torch.zeros_like(counts))
