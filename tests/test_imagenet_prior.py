@@ -63,3 +63,14 @@ def test_pretrained_backbones_keep_their_imagenet_classifier_and_random_ones_hav
     assert torch.equal(weight, reference._fc.weight) and torch.equal(bias, reference._fc.bias)
     assert "_fc.weight" not in backbone.state_dict()  # not part of the run's weights
     assert build_backbone("efficientnet_lite0", 8, "none", frozen_bn=True).imagenet_classifier is None
+
+
+def test_any_backbone_keeps_a_1000_way_classifier_on_its_last_stage_but_not_another_head():
+    from oste_core.models.backbones.base import load_matching_state_dict
+
+    backbone = build_backbone("resnet50", 16, "none")
+    state = dict(backbone.state_dict())
+    load_matching_state_dict(backbone, {**state, "fc.weight": torch.ones(20, 2048), "fc.bias": torch.zeros(20)}, "voc")
+    assert backbone.imagenet_classifier is None  # a 20-class head is not ImageNet's
+    load_matching_state_dict(backbone, {**state, "fc.weight": torch.ones(1000, 2048), "fc.bias": torch.zeros(1000)}, "in")
+    assert backbone.imagenet_classifier[0].shape == (1000, 2048)

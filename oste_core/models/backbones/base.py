@@ -142,12 +142,12 @@ def load_matching_state_dict(backbone: Backbone, state: Mapping[str, Tensor], so
 
 
 def _last_stage_classifier(backbone: Backbone, state: Mapping[str, Tensor]) -> tuple[Tensor, Tensor] | None:
-    """The skipped linear classifier of ``state`` that reads the last stage's channels, if there is one."""
+    """The skipped 1000-way (ImageNet) linear classifier of ``state`` on the last stage's channels, if there is one."""
     for module in backbone.ignored_weight_modules:
         weight, bias = state.get(f"{module}.weight"), state.get(f"{module}.bias")
         if weight is None or bias is None:
             continue
         weight = weight.flatten(1) if weight.dim() == 4 and weight.shape[-2:] == (1, 1) else weight
-        if weight.dim() == 2 and weight.shape[1] == backbone.stage_channels[-1] and bias.shape == weight.shape[:1]:
+        if weight.shape == (1000, backbone.stage_channels[-1]) and bias.shape == (1000,):
             return weight.detach().float().clone(), bias.detach().float().clone()
     return None
