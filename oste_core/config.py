@@ -143,8 +143,8 @@ CPU_PRESET: dict[str, Any] = {
     # the fast mode (docs/BENCHMARKS.md): frozen ImageNet backbone, features cached once per image; 300 cheap
     # classifier-only warm-up iterations, then 60 with FBE pseudo-labels, MAF, the segmentation head and the
     # energy loss (on a 1/8 grid); AdamW on the heads. LEM is off: on frozen features its tile losses made the
-    # CAM worse on real photos (mix: CAM mIoU 34.6 with LEM, 39.9 without), the suggestion is no better (48.6 vs
-    # 48.5), and its tiles triple the feature cache and add a minute. The suggestion takes the enhanced CAM with the
+    # CAM worse on real photos (mix: CAM mIoU 34.6 with LEM, 39.9 without), the suggestion is worse (56.5 vs
+    # 58.6), and its tiles triple the feature cache and add a minute. The suggestion takes the enhanced CAM with the
     # class priors (co-localisation map, ImageNet prior, pixel probe) and the CRF, not the segmentation branch:
     # at this budget that lowered its mIoU.
     "train.freeze_backbone": True, "model.use_lem": False, "train.iters": 360, "loss.seg_warmup_iters": 300, "train.batch": 8,
