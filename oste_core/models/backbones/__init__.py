@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Callable
 
 from .base import Backbone, PretrainedWeightsError
-from .efficientnet_lite import EfficientNetLite0, build_efficientnet_lite0
+from .efficientnet_lite import EfficientNetLite, build_efficientnet_lite
 from .resnet38 import ResNet38, build_resnet38
 from .resnet_tv import ResNet50, ResNet101, build_torchvision_resnet
 
 _BUILDERS: dict[str, Callable[..., Backbone]] = {
-    "efficientnet_lite0": build_efficientnet_lite0,
+    "efficientnet_lite0": partial(build_efficientnet_lite, 0),
+    "efficientnet_lite1": partial(build_efficientnet_lite, 1),
+    "efficientnet_lite2": partial(build_efficientnet_lite, 2),
     "resnet38": build_resnet38,
     "resnet50": partial(build_torchvision_resnet, "resnet50"),
     "resnet101": partial(build_torchvision_resnet, "resnet101"),
@@ -41,7 +43,7 @@ def build_backbone(
 
 __all__ = [
     "Backbone",
-    "EfficientNetLite0",
+    "EfficientNetLite",
     "PretrainedWeightsError",
     "ResNet38",
     "ResNet50",

