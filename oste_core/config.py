@@ -86,6 +86,10 @@ class TrainConfig:
     seed: int = 0
     freeze_backbone: bool = False  # the fast mode: ImageNet backbone frozen, heads trained on cached features
     fast_max_side: int = 320  # fast mode: longest side of the images the cached features are computed at
+    # fast mode: predictions (CAMs, pseudo-labels, the suggestion) are made on the working-size image enlarged by
+    # this factor (features cached in features/x<scale>/): the classifier trained at the working size localises
+    # better there (mix/ suggestion 58.6 -> 62.7, docs/BENCHMARKS.md)
+    fast_predict_scale: float = 1.5
     update_lr_mult: float = 0.5  # `oste update`: constant lr = lr * this (the run's schedule has ended)
     workers: int = 4  # data-loader processes (the CPU preset uses 0: the training step needs the cores)
     crf_workers: int = 0  # >0: a process pool for the pydensecrf backend

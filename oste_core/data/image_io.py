@@ -114,6 +114,15 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def rescale(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` (H, W[, C]) resized by ``factor`` (bilinear when enlarging, area when shrinking)."""
+    if factor == 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if factor > 1.0 else cv2.INTER_AREA)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image after its EXIF orientation, read from the header only."""
     path = Path(path)

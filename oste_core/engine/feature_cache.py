@@ -14,6 +14,9 @@ time), the backbone and its weights, the output stride, the working size, the LE
 kept. A changed image or setting therefore misses the cache and is recomputed; stale files are deleted
 by ``prune``. A file that cannot be read (a crash mid-write cannot leave one: writes are atomic, but a
 disk can fail) is logged, deleted and recomputed.
+
+The predictor's cache (``scale`` = ``train.fast_predict_scale``) holds the same features of the working-size
+image enlarged by that factor, in ``<run>/features/x<scale>/``: predictions are made there.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from oste_core.data.image_io import downscale, load_image
+from oste_core.data.image_io import downscale, load_image, rescale
 from oste_core.models import OSTEModel
 from oste_core.models.backbones.conv_bn import reuse_folded_weights
 from oste_core.models.modules.lem import image_tiles
@@ -74,17 +77,23 @@ class FeatureCache:
     """Computes, stores and loads ``ImageFeatures`` of a frozen backbone for one run."""
 
     def __init__(self, run_dir: str | Path, model: OSTEModel, backbone_id: str, max_side: int, load_max_side: int,
-                 device: torch.device, keep_in_memory_mb: float = 2048.0) -> None:
+                 device: torch.device, keep_in_memory_mb: float = 2048.0, scale: float = 1.0) -> None:
+        self.scale = float(scale)
         self.directory = Path(run_dir) / CACHE_DIR
+        if self.scale != 1.0:
+            self.directory = self.directory / f"x{self.scale:g}"
         self.model = model
         self.max_side = max_side
         self.load_max_side = load_max_side  # images are loaded as everywhere else (train.max_side), then downscaled
         self.device = device
         self.stages = sorted(set(model.maf_stages) | {len(model.backbone.stage_channels)})
-        self._settings = json.dumps({
+        settings = {
             "version": FORMAT_VERSION, "backbone": backbone_id, "output_stride": model.backbone.output_stride,
             "max_side": max_side, "load_max_side": load_max_side, "grids": list(model.lem_grids), "stages": self.stages,
-        }, sort_keys=True)
+        }
+        if self.scale != 1.0:
+            settings["scale"] = self.scale
+        self._settings = json.dumps(settings, sort_keys=True)
         self._memory: dict[str, ImageFeatures] = {}
         self._memory_budget = keep_in_memory_mb * 2**20
         self._memory_used = 0.0
@@ -106,7 +115,7 @@ class FeatureCache:
         features = self._read(file) if file.exists() else None
         if features is None:
             image = load_image(image_path, max_side=self.load_max_side)
-            features = self.compute(downscale(image, self.max_side))
+            features = self.compute(self.working_image(image))
             self.directory.mkdir(parents=True, exist_ok=True)
             with atomic_path(file) as tmp:
                 torch.save({"image_uint8": features.image_uint8, "stages": features.stages,
@@ -130,6 +139,10 @@ class FeatureCache:
         if self._memory_used + size <= self._memory_budget:
             self._memory[key] = features
             self._memory_used += size
+
+    def working_image(self, image: np.ndarray) -> np.ndarray:
+        """``image`` at this cache's size: longest side at most ``max_side``, then enlarged by ``scale``."""
+        return rescale(downscale(image, self.max_side), self.scale)
 
     @torch.no_grad()
     def compute(self, image: np.ndarray) -> ImageFeatures:

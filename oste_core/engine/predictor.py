@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from oste_core.config import OSTEConfig
 from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image, load_mask
-from oste_core.data.image_io import downscale
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.engine.run_folder import RunError, RunFolder
 from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
@@ -104,7 +103,8 @@ class Predictor:
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
-                                              cfg.train.max_side, device, keep_in_memory_mb=256.0)
+                                              cfg.train.max_side, device, keep_in_memory_mb=256.0,
+                                              scale=cfg.train.fast_predict_scale)
         self._cache: OrderedDict[tuple, Prediction] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -177,7 +177,7 @@ class Predictor:
         if image_path is not None:
             features = self.feature_cache.get(image_path)
         else:
-            features = self.feature_cache.compute(downscale(image, self.feature_cache.max_side))
+            features = self.feature_cache.compute(self.feature_cache.working_image(image))
         pixels = features.image_uint8[None].to(self.device)
         size = tuple(pixels.shape[-2:])
         stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)
