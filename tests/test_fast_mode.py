@@ -287,3 +287,38 @@ def test_a_retrain_prunes_stale_cache_files_but_not_another_process_write_in_pro
     in_progress.write_bytes(b"half")
     Trainer(fast_config(), own_folder, run).run_update(budget_s=1.0)  # an update re-reads the cache too
     assert not stale.exists() and in_progress.exists()
+
+
+def test_predictions_are_made_at_the_prediction_scale_with_their_own_cache(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 2, "train.fast_predict_scale": 1.5}), own_folder, run).run()
+    folder = open_folder(own_folder)
+    predict_cache = run / CACHE_DIR / "x1.5"
+    predict_files = {p.name for p in predict_cache.glob("*.pt")}
+    # the pixel probe's fit at the end of training made every image's prediction-scale features
+    assert len(predict_files) == len(folder.samples) == len(cache_files(run))
+    assert not predict_files & cache_files(run)
+
+    sample = folder.samples[0]
+    working = max(Image.open(sample.image_path).size)
+    assert working > 48  # the demo images are downscaled to the working size 48, then enlarged by 1.5
+    prediction = Predictor.from_run(run).predict_sample(folder, sample)
+    for layer in (prediction.suggestion, prediction.pseudo_label, prediction.cam[0]):
+        assert max(layer.shape) == 72
+    assert {p.name for p in predict_cache.glob("*.pt")} == predict_files  # read from the cache, not recomputed
+
+    stale = predict_cache / "0123456789abcdef01234567.pt"
+    stale.write_bytes(b"old")
+    for weights in run.glob("*.pt"):  # a retrain in the same folder, its feature caches kept
+        weights.unlink()
+    Trainer(fast_config(**{"train.iters": 2, "train.fast_predict_scale": 1.5}), own_folder, run).run()
+    assert not stale.exists()  # a retrain drops prediction-scale features no image needs
+
+
+def test_prediction_scale_one_predicts_at_the_working_size(own_folder, tmp_path):
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 2, "train.fast_predict_scale": 1.0}), own_folder, run).run()
+    folder = open_folder(own_folder)
+    prediction = Predictor.from_run(run).predict_sample(folder, folder.samples[0])
+    assert max(prediction.suggestion.shape) == 48
+    assert not [p for p in (run / CACHE_DIR).iterdir() if p.is_dir()]
