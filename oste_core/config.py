@@ -88,7 +88,7 @@ class TrainConfig:
     fast_max_side: int = 320  # fast mode: longest side of the images the cached features are computed at
     # fast mode: predictions (CAMs, pseudo-labels, the suggestion) are made on the working-size image enlarged by
     # this factor (features cached in features/x<scale>/): the classifier trained at the working size localises
-    # better there (mix/ suggestion 58.6 -> 62.7, docs/BENCHMARKS.md)
+    # better there (mix/ suggestion 58.6 -> 63.0, about 3x the time; docs/BENCHMARKS.md)
     fast_predict_scale: float = 1.5
     update_lr_mult: float = 0.5  # `oste update`: constant lr = lr * this (the run's schedule has ended)
     workers: int = 4  # data-loader processes (the CPU preset uses 0: the training step needs the cores)
@@ -147,8 +147,8 @@ CPU_PRESET: dict[str, Any] = {
     # the fast mode (docs/BENCHMARKS.md): frozen ImageNet backbone, features cached once per image; 300 cheap
     # classifier-only warm-up iterations, then 60 with FBE pseudo-labels, MAF, the segmentation head and the
     # energy loss (on a 1/8 grid); AdamW on the heads. LEM is off: on frozen features its tile losses made the
-    # CAM worse on real photos (mix: CAM mIoU 34.6 with LEM, 39.9 without), the suggestion is worse (56.5 vs
-    # 58.6), and its tiles triple the feature cache and add a minute. The suggestion takes the enhanced CAM with the
+    # CAM worse on real photos (mix: CAM mIoU 32.5 with LEM, 39.8 without), the suggestion is worse (61.5 vs
+    # 63.0), and its tiles triple the feature cache and nearly double the training. The suggestion takes the enhanced CAM with the
     # class priors (co-localisation map, ImageNet prior, pixel probe) and the CRF, not the segmentation branch:
     # at this budget that lowered its mIoU.
     "train.freeze_backbone": True, "model.use_lem": False, "train.iters": 360, "loss.seg_warmup_iters": 300, "train.batch": 8,

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QLabel, QMessageBox  # noqa: E402
 from app.canvas import Tool  # noqa: E402
 from app.layers_dock import LAYERS  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
+from app.style import resize_to  # noqa: E402
 from oste_core.data import load_mask  # noqa: E402
 from oste_core.labels import UNSURE  # noqa: E402
 from oste_core.engine.trainer import TrainEvent  # noqa: E402
@@ -195,7 +196,7 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     doc.set_all(np.full(doc.shape, UNSURE, np.uint8))  # a mask that differs from any suggestion
     canvas.setFocus()
     qtbot.keyClick(canvas, Qt.Key.Key_S)
-    np.testing.assert_array_equal(doc.mask, prediction.suggestion)
+    np.testing.assert_array_equal(doc.mask, resize_to(prediction.suggestion, doc.shape, nearest=True))  # at 1.5x
     assert doc.can_undo
     window.layers_panel.set_layer("suggestion")
     assert "Your mask is shown" in window.layers_panel.note()
@@ -204,7 +205,7 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
 
     # accepting the pseudo-label copies it into the editable mask (undoable)
     window.editor.accept_pseudo_label()
-    np.testing.assert_array_equal(canvas.document().mask, prediction.pseudo_label)
+    np.testing.assert_array_equal(canvas.document().mask, resize_to(prediction.pseudo_label, doc.shape, nearest=True))
 
     # review order: every image scored in the background, worst first
     with qtbot.waitSignal(window.inference.scanFinished, timeout=300_000):
@@ -233,7 +234,8 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     assert len(exported) == 12 and "voc 12" in dialog.summary.toPlainText()
     sample = window.project.sample("demo_0003")
     expected = window.inference.predictor.predict_sample(window.project.folder, sample).pseudo_label
-    np.testing.assert_array_equal(load_mask(out / "voc" / "SegmentationClass" / "demo_0003.png"), expected)
+    written = load_mask(out / "voc" / "SegmentationClass" / "demo_0003.png")  # at the image's size
+    np.testing.assert_array_equal(written, resize_to(expected, written.shape, nearest=True))
     dialog.export_button.click()
     qtbot.waitUntil(lambda: not dialog.is_running() and "voc 12" in dialog.summary.toPlainText(), timeout=120_000)
     assert len(questions.asked) == 1 and "already exist" in questions.asked[0]
@@ -527,7 +529,8 @@ def test_fast_mode_run_predicts_from_its_feature_cache_and_updates(
     assert (run / "model.pt").exists()
     qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
     prediction = window.project.prediction(window.current_stem())
-    assert prediction.suggestion.shape == window.canvas.image_size()
+    height, width = window.canvas.image_size()  # the demo images are under the working size: only enlarged 1.5x
+    assert prediction.suggestion.shape == (round(1.5 * height), round(1.5 * width))
     window.training.update_budget_s = 0.5
     with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as updated:
         window.menus.update_action.trigger()

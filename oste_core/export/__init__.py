@@ -11,8 +11,8 @@ never sits in memory. `export_masks` writes given (sample, mask) pairs the same 
 Both write, under ``out_dir``, ``voc/`` (see `oste_core.export.voc`), ``labelme/``
 (`oste_core.export.labelme`) and ``cvat_segmentation_mask_1.1.zip`` (`oste_core.export.cvat`).
 Masks are exported at each image's own size (after EXIF rotation): a verified mask is read at its
-own, full resolution, and a mask predicted on a downscaled image is enlarged with nearest
-neighbour (labelme polygons are traced before that and scaled). Before anything is written or
+own, full resolution, and a predicted mask (made at the working size, or 1.5 times it in the fast mode) is
+resized with nearest neighbour (labelme polygons are traced before that and scaled). Before anything is written or
 predicted, every target path is checked: existing files raise `ExportExistsError` unless
 ``overwrite=True``, and a target inside a project's ``verified/`` folder (the user's verified
 masks) raises `ExportTargetError`.
@@ -164,7 +164,7 @@ def _downscaled_shape(shape: tuple[int, int], longest: int) -> tuple[int, int]:
 
 
 def _fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Enlarge (nearest neighbour) a mask predicted on a downscaled image to the image's size."""
+    """A predicted mask resized (nearest neighbour) to the image's size."""
     if mask.shape == shape:
         return mask
     return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
