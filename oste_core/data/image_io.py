@@ -106,12 +106,8 @@ def load_image(path: str | Path, max_side: int | None = 1024) -> np.ndarray:
 
 def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     """``image`` (H, W[, C]) shrunk (area interpolation) so its longest side is at most ``max_side``; never enlarged."""
-    height, width = image.shape[:2]
-    if max(height, width) <= max_side:
-        return image
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    longest = max(image.shape[:2])
+    return image if longest <= max_side else rescale(image, max_side / longest)
 
 
 def rescale(image: np.ndarray, factor: float) -> np.ndarray:

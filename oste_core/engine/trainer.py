@@ -678,11 +678,10 @@ class Trainer:
 
         probe = predictor.fit_pixel_probe(self.folder, self._usable, on_progress=progress, cancel=lambda: self.cancelled)
         model.train(was_training)
-        if probe is not None:  # every image's prediction-scale features are now cached: drop stale ones
-            cache = predictor.feature_cache
-            cache.prune({cache.key(sample.image_path) for sample in self._usable})
         if probe is None:
             return None
+        cache = predictor.feature_cache  # every image's prediction-scale features are now cached: drop stale ones
+        cache.prune({cache.key(sample.image_path) for sample in self._usable})
         self._log(f"pixel classifier fitted on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")
         return probe.to_state()
 
