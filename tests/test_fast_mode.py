@@ -196,6 +196,8 @@ def test_prediction_carries_a_full_suggestion_and_the_verified_mask_wins(own_fol
     assert prediction.suggestion.shape == prediction.pseudo_label.shape
     assert set(np.unique(prediction.suggestion).tolist()) <= {0, *tags}
     assert 0.0 <= prediction.suggestion_confidence.min() and prediction.suggestion_confidence.max() <= 1.0
+    sure = prediction.pseudo_label != 255
+    assert sure.any() and (prediction.suggestion[sure] == prediction.pseudo_label[sure]).all()  # FBE's sure pixels kept
 
     size = Image.open(sample.image_path).size[::-1]
     verified = np.full(size, 255, dtype=np.uint8)
@@ -240,6 +242,8 @@ def test_a_run_of_imagenet_classes_saves_their_prior_and_the_suggestion_uses_it(
     predictor.clear_cache()
     without_prior = predictor.predict_sample(folder, sample)
     assert not np.array_equal(with_prior.suggestion_confidence, without_prior.suggestion_confidence)
+    # FBE reads the same mixed maps as the suggestion: the prior changes the pseudo-label too
+    assert not np.array_equal(with_prior.pseudo_label, without_prior.pseudo_label)
     Trainer(fast_config(), own_folder, run).run_update(budget_s=2.0)
     kept = torch.load(run / "model.pt", weights_only=False)["imagenet_prior"]
     assert torch.equal(kept["weight"], prior["weight"])  # an update keeps the run's prior

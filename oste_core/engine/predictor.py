@@ -3,10 +3,13 @@
 The segmentation prediction and the suggestion are restricted to the image's tags plus background when
 tags are known (an annotation assistant knows them; the paper's test protocol does not, pass
 ``tags=None`` to predict over all classes). A run trained in the fast mode (frozen backbone) predicts
-from the run's feature cache at the fast mode's working size, one scale, as it was trained; other runs
+from the run's feature cache at the fast mode's working size times ``fast_predict_scale``; other runs
 use multi-scale + flip inference (Eq 2). A fast-mode run's suggestion also uses the class co-localisation
 map fitted at the end of its training (``colocalisation.py``), the ImageNet class prior
-(``imagenet_prior.py``) and the folder pixel classifier (``pixel_probe.py``). Results are cached (LRU) under a key of everything that changes
+(``imagenet_prior.py``) and the folder pixel classifier (``pixel_probe.py``), mixed into the enhanced CAM;
+FBE (Eqs 9-13) makes the pseudo-label from those same mixed maps (on ``mix/`` seed 0: 82.4% mIoU on 43% of
+the pixels, against 49.9% on 24% from the enhanced CAM alone), and its sure pixels are kept in the
+suggestion. Results are cached (LRU) under a key of everything that changes
 them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Prediction:
     cam: np.ndarray  # (K, H, W) float32 in [0, 1], multi-scale original CAM (Eq 2)
     merged_cam: np.ndarray  # (K, H, W) LEM merged CAM (zeros when LEM is off)
     enhanced_cam: np.ndarray  # (K, H, W) MAF enhanced CAM
-    pseudo_label: np.ndarray  # (H, W) uint8, 0 background, 1..K classes, 255 unsure
+    pseudo_label: np.ndarray  # (H, W) uint8, 0 background, 1..K classes, 255 unsure: FBE on the suggestion's maps
     seg: np.ndarray  # (H, W) uint8 segmentation prediction
     confidence: np.ndarray  # (H, W) float32, softmax max of the segmentation branch
     suggestion: np.ndarray  # (H, W) uint8, every pixel background or a tag (a verified mask wins): suggestion.py
@@ -200,10 +203,13 @@ class Predictor:
         probs = F.softmax(seg_logits, dim=0)
         confidence, seg = probs.max(dim=0)
         multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
-        pseudo = make_pseudo_labels(out["enhanced_cam"][None].float(), pixels, multi_hot, self.cfg.model, self.crf)[0]
+        cams = self._suggestion_cams(out, list(tags))
+        pseudo = make_pseudo_labels(cams[None], pixels, multi_hot, self.cfg.model, self.crf)[0]
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
-        suggestion, suggestion_confidence = self._suggest(pixels, out, list(tags), pseudo, verified)
+        kept_pseudo = pseudo if self.cfg.model.use_fbe else None  # without FBE every pixel is "sure"
+        suggestion, suggestion_confidence = make_suggestion(seg_logits, cams, pixels[0], list(tags), kept_pseudo,
+                                                            self.cfg.model, self.crf, verified)
         as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731
         return Prediction(
             cam=as_np(out["cam"]), merged_cam=as_np(out["merged_cam"]), enhanced_cam=as_np(out["enhanced_cam"]),
@@ -220,10 +226,9 @@ class Predictor:
         allowed[list(tags)] = True
         return seg_logits.masked_fill(~allowed[:, None, None], float("-inf"))
 
-    def _suggest(self, pixels: torch.Tensor, out: dict[str, torch.Tensor], tags: list[int], pseudo: torch.Tensor | None,
-                 verified: torch.Tensor | None, use_probe: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The suggestion and its confidence from the maps of ``_maps``: the enhanced CAM, with the run's class
-        priors where it has them (co-localisation, ImageNet prior, pixel probe), then ``make_suggestion``."""
+    def _suggestion_cams(self, out: dict[str, torch.Tensor], tags: list[int], use_probe: bool = True) -> torch.Tensor:
+        """The maps FBE and the suggestion read: the enhanced CAM, mixed with the run's class priors where it
+        has them (co-localisation, ImageNet prior, pixel probe; then each map is in [0, 1])."""
         model_cfg = self.cfg.model
         cams = out["enhanced_cam"].float()
         priors = [(self.colocalisation, "descriptors", model_cfg.colocalisation_weight),
@@ -234,10 +239,7 @@ class Predictor:
             cams = _min_max_per_class(cams)
         for prior, features, weight in priors:
             cams = prior.mix(cams, features, tags, weight)
-        # FBE's sure pixels come from the enhanced CAM alone: kept only when no class prior corrected it
-        kept_pseudo = None if priors else pseudo
-        return make_suggestion(self._restrict(out["seg_logits"].float(), tags), cams, pixels[0], tags, kept_pseudo,
-                               model_cfg, self.crf, verified)
+        return cams
 
     @torch.no_grad()
     def fit_pixel_probe(self, folder: LabelledFolder, samples: list[Sample] | None = None,
@@ -256,8 +258,10 @@ class Predictor:
             pixels, out = self._maps(None, sample.image_path)
             if verified is not None:
                 verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
-            suggestion, confidence = self._suggest(pixels, out, folder.tag_indices(sample), None, verified,
-                                                   use_probe=False)
+            tags = folder.tag_indices(sample)
+            suggestion, confidence = make_suggestion(self._restrict(out["seg_logits"].float(), tags),
+                                                     self._suggestion_cams(out, tags, use_probe=False), pixels[0],
+                                                     tags, None, self.cfg.model, self.crf, verified)
             fit.add(out["descriptors"], suggestion, confidence)
             if on_progress is not None:
                 on_progress(done, len(samples))

@@ -5,23 +5,25 @@ an annotator most of the image to paint. The suggestion labels every pixel from 
 has, in this order of trust:
 
 1. a verified mask (the annotator's own labels) wins wherever it is not 255;
-2. for a run without class priors (full fine-tuning): confident FBE pixels (pseudo-label != 255) keep
-   their label;
+2. with FBE on: its sure pixels (pseudo-label != 255, made by the predictor from the same maps as the
+   suggestion's scores) keep their label;
 3. everywhere else: a dense CRF on the image colours over [background, tags] of a mix of the
    segmentation branch's probabilities (restricted to the tags) and FBE's normalised scores (Eqs 9-10,
    with the background power ``suggestion_gamma``), weighted ``suggestion_seg_weight`` :
    ``1 - suggestion_seg_weight``. The scores come from the CAMs the caller passes: the enhanced CAM, in
    the fast mode mixed with three class priors (the predictor's ``_suggest``): the class co-localisation
    map (``colocalisation.py``), the ImageNet class prior (``imagenet_prior.py``) and the folder pixel
-   classifier (``pixel_probe.py``). FBE's confident pixels come from the enhanced CAM alone, which the
-   priors correct, so a run with priors does not keep them.
+   classifier (``pixel_probe.py``).
 
 Why: the segmentation branch generalises over the whole folder once it is well trained, but is blurry at
 object borders; FBE's scores follow this image's enhanced CAM; the CRF snaps both to colour edges. On real
 photos after the CPU preset (``docs/BENCHMARKS.md``) the segmentation branch is still weak and mixing it in
-lowered the mIoU (seg weight 0.3: -3 points), so the CPU preset uses weight 0; a background power of 2
-scored 2 points above Eq 10's 4 (with 4 a pixel turns foreground from a normalised CAM of 0.28 on, too
-early; with 2 from 0.38), and the CRF adds about one point. The CRF's bilateral kernel is set to the
+lowered the mIoU (seg weight 0.3: -3 points), so the CPU preset uses weight 0. The background power:
+before the class priors, 2 scored 2 points above Eq 10's 4 (with 4 a pixel turns foreground from a
+normalised CAM of 0.28 on; with 2 from 0.38); with the priors and the 1.5x prediction scale, 3 scores 0.9
+and 0.8 points above 2 on ``mix/`` (seeds 0 and 1; 2.5 and 3.5 in between), mostly on cats, whose bodies the
+maps under-cover. Only FBE's background score has this power: the baseline's background is a fixed
+threshold. The CRF adds about one point. The CRF's bilateral kernel is set to the
 image's scale (``suggestion_crf_sxy`` = 1/8 of the longest side, colour width 8) instead of psa's 80 px
 and 13 (tuned on 500 px VOC photos, too wide for the 320 px working size): +1.7 and +2.8 points on
 ``mix/`` (seeds 0 and 1). The class priors: ``docs/BENCHMARKS.md`` ("How the suggestion is built").
