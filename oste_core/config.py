@@ -44,6 +44,7 @@ class ModelConfig:
     suggestion_crf_srgb: float = 8.0  # the suggestion CRF's colour width (FBE's Eq 11 CRF keeps psa's 80 px / 13)
     colocalisation_weight: float = 0.7  # fast mode: share of the DDT objectness in the suggestion (colocalisation.py)
     pixel_probe_weight: float = 0.5  # fast mode: share of the folder pixel classifier in the suggestion (pixel_probe.py)
+    pixel_probe_gamma: float = 2.0  # background power of the suggestions that teach the pixel classifier (3: -2.6 on mix/ seed 0)
     imagenet_prior_weight: float = 0.5  # fast mode: share of the ImageNet class prior in the suggestion (imagenet_prior.py)
 
 
