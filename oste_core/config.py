@@ -39,12 +39,11 @@ class ModelConfig:
     crf_iters: int = 10
     seg_head_dim: int = 128
     suggestion_seg_weight: float = 0.5  # full-mask suggestion: seg probabilities vs FBE scores (suggestion.py)
-    suggestion_gamma: float = 3.0  # the suggestion's background power (Eq 10's gamma; FBE's seeds keep `gamma`)
+    suggestion_gamma: float = 2.0  # the suggestion's background power (Eq 10's gamma; FBE's seeds keep `gamma`)
     suggestion_crf_sxy: float = 0.125  # the suggestion CRF's bilateral width, a fraction of the longest side
     suggestion_crf_srgb: float = 8.0  # the suggestion CRF's colour width (FBE's Eq 11 CRF keeps psa's 80 px / 13)
     colocalisation_weight: float = 0.7  # fast mode: share of the DDT objectness in the suggestion (colocalisation.py)
     pixel_probe_weight: float = 0.5  # fast mode: share of the folder pixel classifier in the suggestion (pixel_probe.py)
-    pixel_probe_gamma: float = 2.0  # background power of the suggestions that teach the pixel classifier (3: -2.6 on mix/ seed 0)
     imagenet_prior_weight: float = 0.5  # fast mode: share of the ImageNet class prior in the suggestion (imagenet_prior.py)
 
 

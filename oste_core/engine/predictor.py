@@ -251,7 +251,6 @@ class Predictor:
             return None
         samples = folder.samples if samples is None else samples
         fit = PixelProbeFit(self.num_classes)
-        teacher_cfg = dataclasses.replace(self.cfg.model, suggestion_gamma=self.cfg.model.pixel_probe_gamma)
         for done, sample in enumerate(samples, start=1):
             if cancel is not None and cancel():
                 return None
@@ -262,7 +261,7 @@ class Predictor:
             tags = folder.tag_indices(sample)
             suggestion, confidence = make_suggestion(self._restrict(out["seg_logits"].float(), tags),
                                                      self._suggestion_cams(out, tags, use_probe=False), pixels[0],
-                                                     tags, None, teacher_cfg, self.crf, verified)
+                                                     tags, None, self.cfg.model, self.crf, verified)
             fit.add(out["descriptors"], suggestion, confidence)
             if on_progress is not None:
                 on_progress(done, len(samples))
