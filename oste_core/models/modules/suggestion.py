@@ -26,8 +26,8 @@ demo (86.6 against 88.3), more than its noise, so 2 stays. The CRF adds about on
 bilateral kernel is set to the image's scale (``suggestion_crf_sxy`` = 1/8 of the longest side, colour
 width 8) instead of psa's 80 px and 13 (tuned on 500 px VOC photos, too wide for the 320 px working size):
 +1.7 and +2.8 points on ``mix/`` (seeds 0 and 1). The class priors: ``docs/BENCHMARKS.md`` ("How the
-suggestion is built"). The confidence is the CRF marginal of the chosen label (1 on verified pixels, and at least FBE's score on
-kept FBE pixels).
+suggestion is built"). The confidence is the CRF marginal of the chosen label (1 on verified pixels, and at
+least FBE's score on kept FBE pixels).
 """
 from __future__ import annotations
 
