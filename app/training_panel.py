@@ -32,6 +32,8 @@ from oste_core.engine.run_folder import CHECKPOINT, RunFolder
 from oste_core.engine.trainer import TrainEvent
 from oste_core.models.backbones import available_backbones
 
+PASS_NAMES = {"features": "features", "probe": "pixel classifier", "affinity": "MAF affinity"}  # progress bar labels
+
 
 def format_duration(seconds: float) -> str:
     """Seconds -> "h:mm:ss" (or "m:ss" under an hour)."""
@@ -247,8 +249,8 @@ class TrainingPanel(QWidget):
 
     def show_event(self, event: TrainEvent) -> None:
         """Update the bar, the statistics line and the plot from a trainer event (one point per progress event)."""
-        if event.kind in ("features", "probe"):  # the fast mode's passes over the images: features first, probe last
-            self.progress.setFormat(("features" if event.kind == "features" else "pixel classifier") + " %v / %m")
+        if event.kind in PASS_NAMES:  # the fast mode's passes over the images: features first, then the fits
+            self.progress.setFormat(f"{PASS_NAMES[event.kind]} %v / %m")
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.iteration)
             self.stats.setText(event.message)

@@ -152,7 +152,7 @@ def train_with_progress(cfg, data: Path, out: Path, resume: bool = False, update
             bar.reset(total=event.total)
             bar.update(event.iteration)
             tqdm.write(event.message)
-        elif event.kind in ("features", "probe"):  # the fast mode's passes over the images, before and after
+        elif event.kind in ("features", "probe", "affinity"):  # the fast mode's passes over the images, before and after
             bar.set_description(event.message)
         elif event.kind == "progress":
             bar.set_description("")

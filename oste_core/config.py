@@ -45,6 +45,7 @@ class ModelConfig:
     colocalisation_weight: float = 0.7  # fast mode: share of the DDT objectness in the suggestion (colocalisation.py)
     pixel_probe_weight: float = 0.5  # fast mode: share of the folder pixel classifier in the suggestion (pixel_probe.py)
     imagenet_prior_weight: float = 0.5  # fast mode: share of the ImageNet class prior in the suggestion (imagenet_prior.py)
+    suggestion_maf_weight: float = 0.0  # fast mode with MAF: share of A . maps in the suggestion's maps; 0 = off (maf_refinement.py)
 
 
 @dataclass

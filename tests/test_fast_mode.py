@@ -221,6 +221,15 @@ def test_fast_warmup_steps_train_the_classifier_only(own_folder, tmp_path):
     assert lines[2]["seg"] > 0
 
 
+def _with_and_without(predictor: Predictor, folder, sample, weight: str):
+    """The sample's prediction, then the same with the model setting ``weight`` at 0."""
+    with_it = predictor.predict_sample(folder, sample)
+    assert set(np.unique(with_it.suggestion)) <= {0, *folder.tag_indices(sample)}
+    setattr(predictor.cfg.model, weight, 0.0)
+    predictor.clear_cache()
+    return with_it, predictor.predict_sample(folder, sample)
+
+
 def test_a_run_of_imagenet_classes_saves_their_prior_and_the_suggestion_uses_it(own_folder, tmp_path):
     renamed = {"circle": "car", "square": "dog"}  # two of the demo's shapes get VOC names ImageNet has
     for name in ("classes.txt", "tags.csv"):
@@ -236,11 +245,7 @@ def test_a_run_of_imagenet_classes_saves_their_prior_and_the_suggestion_uses_it(
     assert sorted(predictor.imagenet_prior.classes) == [1, 2]
     folder = open_folder(own_folder)
     sample = next(s for s in folder.samples if 1 in folder.tag_indices(s) or 2 in folder.tag_indices(s))
-    with_prior = predictor.predict_sample(folder, sample)
-    assert set(np.unique(with_prior.suggestion)) <= {0, *folder.tag_indices(sample)}
-    predictor.cfg.model.imagenet_prior_weight = 0.0
-    predictor.clear_cache()
-    without_prior = predictor.predict_sample(folder, sample)
+    with_prior, without_prior = _with_and_without(predictor, folder, sample, "imagenet_prior_weight")
     assert not np.array_equal(with_prior.suggestion_confidence, without_prior.suggestion_confidence)
     # FBE reads the same mixed maps as the suggestion: the prior changes the pseudo-label too
     assert not np.array_equal(with_prior.pseudo_label, without_prior.pseudo_label)
@@ -326,3 +331,32 @@ def test_prediction_scale_one_predicts_at_the_working_size(own_folder, tmp_path)
     prediction = Predictor.from_run(run).predict_sample(folder, folder.samples[0])
     assert max(prediction.suggestion.shape) == 48
     assert not [p for p in (run / CACHE_DIR).iterdir() if p.is_dir()]
+
+
+def test_a_fast_run_asked_for_the_maf_refinement_saves_it_and_the_suggestion_reads_it(own_folder, tmp_path):
+    run = tmp_path / "run"
+    events = []
+    refining = {"model.suggestion_maf_weight": 0.5}
+    Trainer(fast_config(**{"train.iters": 2, **refining}), own_folder, run, on_event=events.append).run()
+    state = torch.load(run / "model.pt", weights_only=False)
+    assert not torch.equal(state["maf_refinement"]["theta.weight"], state["model"]["maf.theta.weight"])
+    affinity_events = [e for e in events if e.kind == "affinity"]
+    assert affinity_events and affinity_events[-1].iteration == affinity_events[-1].total
+    predictor = Predictor.from_run(run)
+    assert predictor.maf_refinement is not None
+    folder = open_folder(own_folder)
+    refined, plain = _with_and_without(predictor, folder, folder.samples[0], "suggestion_maf_weight")
+    assert not np.array_equal(refined.suggestion_confidence, plain.suggestion_confidence)
+    np.testing.assert_array_equal(refined.enhanced_cam, plain.enhanced_cam)  # the run's own MAF is unchanged
+    Trainer(fast_config(**refining), own_folder, run).run_update(budget_s=2.0)
+    kept = torch.load(run / "model.pt", weights_only=False)["maf_refinement"]
+    assert torch.equal(kept["theta.weight"], state["maf_refinement"]["theta.weight"])  # an update keeps it
+
+
+@pytest.mark.parametrize("overrides", [{}, {"model.suggestion_maf_weight": 0.5, "model.use_maf": False}],
+                         ids=["default (off)", "without MAF"])
+def test_a_fast_run_has_no_maf_refinement_by_default_or_without_maf(own_folder, tmp_path, overrides):
+    run = tmp_path / "run"
+    Trainer(fast_config(**{"train.iters": 2, **overrides}), own_folder, run).run()
+    assert "maf_refinement" not in torch.load(run / "model.pt", weights_only=False)
+    assert Predictor.from_run(run).maf_refinement is None

@@ -201,11 +201,15 @@ def test_training_panel_builds_the_config_and_shows_progress(qtbot) -> None:
     panel.show_event(TrainEvent("progress", 3, 6, {"total": 1.5, "cls": 0.7}, 0.01, 4.0, 75.0))
     assert panel.progress.value() == 3 and "ETA 1:15" in panel.stats.text()
     assert panel.plot.series()["total"] == [(3, 1.5)]
-    # the fast mode's last pass: the pixel classifier learns from every image's suggestion
+    # the fast mode's passes at the end: the pixel classifier learns from every image's suggestion
     panel.show_event(TrainEvent("probe", 40, 180, message="pixel classifier: suggestion 40/180 (9 s)"))
     assert (panel.progress.value(), panel.progress.maximum()) == (40, 180)
     assert panel.progress.text().startswith("pixel classifier") and "40/180" in panel.stats.text()
     assert panel.plot.series()["total"] == [(3, 1.5)]  # no loss point from it
+    # then MAF's affinity is taught again: images first, then its optimiser steps
+    panel.show_event(TrainEvent("affinity", 200, 280, message="MAF affinity: pseudo-labels, then steps 200/280 (50 s)"))
+    assert (panel.progress.value(), panel.progress.maximum()) == (200, 280)
+    assert panel.progress.text().startswith("MAF affinity") and "200/280" in panel.stats.text()
     assert format_duration(3725) == "1:02:05"
 
 

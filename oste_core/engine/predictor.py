@@ -14,6 +14,7 @@ them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -40,6 +41,8 @@ from oste_core.models.modules.colocalisation import Colocalisation, descriptors
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
+from oste_core.models.modules.maf import MultilevelActivationFusion
+from oste_core.models.modules.maf_refinement import labels_on_cam_grid, refine_maps, reteach_affinity
 from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
 from oste_core.models.modules.suggestion import make_suggestion
 from oste_core.utils.device import pick_device
@@ -89,7 +92,7 @@ class Predictor:
     def __init__(self, model: OSTEModel, cfg: OSTEConfig, class_names: list[str], device: torch.device,
                  cache_size: int = 16, run_dir: str | Path | None = None, weights_stamp: str = "",
                  colocalisation: Colocalisation | None = None, imagenet_prior: ImagenetPrior | None = None,
-                 pixel_probe: PixelProbe | None = None) -> None:
+                 pixel_probe: PixelProbe | None = None, maf_refinement: MultilevelActivationFusion | None = None) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.class_names = class_names
@@ -103,6 +106,7 @@ class Predictor:
         self.colocalisation = colocalisation  # fast mode: the class co-localisation fit saved with the weights
         self.imagenet_prior = imagenet_prior  # fast mode: the ImageNet class prior saved with the weights
         self.pixel_probe = pixel_probe  # fast mode: the folder pixel classifier saved with the weights
+        self.maf_refinement = maf_refinement  # fast mode: MAF re-taught on the mixed maps' pseudo-labels
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
@@ -137,9 +141,17 @@ class Predictor:
         colocalisation = Colocalisation.from_state(state["colocalisation"]) if "colocalisation" in state else None
         imagenet_prior = ImagenetPrior.from_state(state["imagenet_prior"]) if "imagenet_prior" in state else None
         pixel_probe = PixelProbe.from_state(state["pixel_probe"]) if "pixel_probe" in state else None
+        maf_refinement = None
+        if "maf_refinement" in state and model.maf is not None:
+            maf_refinement = copy.deepcopy(model.maf)
+            try:
+                maf_refinement.load_state_dict(state["maf_refinement"])
+            except RuntimeError as exc:
+                raise RunError(f"{weights}: the MAF refinement does not match the saved config ({exc})") from exc
         return cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
                    weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation,
-                   imagenet_prior=imagenet_prior, pixel_probe=pixel_probe)
+                   imagenet_prior=imagenet_prior, pixel_probe=pixel_probe,
+                   maf_refinement=None if maf_refinement is None else maf_refinement.to(torch_device).eval())
 
     @property
     def num_classes(self) -> int:
@@ -172,7 +184,7 @@ class Predictor:
                     self._cache.popitem(last=False)
             return prediction
 
-    def _maps(self, image: np.ndarray, image_path: str | Path | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _maps(self, image: np.ndarray, image_path: str | Path | None) -> tuple[torch.Tensor, dict]:
         """The image as (1, 3, H, W) uint8 and the model's maps at that size (see ``OSTEModel.infer_cams``)."""
         if self.feature_cache is None:
             pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(self.device)
@@ -190,7 +202,12 @@ class Predictor:
         maps = {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
         maps["descriptors"] = descriptors(stages)  # the co-localisation map and the pixel probe read them
         maps["last_stage"] = stages[-1][0].float()  # the ImageNet prior reads it
+        maps["maf_stages"] = self._maf_stages(stages)  # the MAF refinement reads them (a list)
         return pixels, maps
+
+    def _maf_stages(self, stages: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The stage features MAF reads (none without MAF)."""
+        return [stages[index - 1] for index in self.model.maf_stages] if self.model.maf is not None else []
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
                  image_path: str | Path | None) -> Prediction:
@@ -226,9 +243,11 @@ class Predictor:
         allowed[list(tags)] = True
         return seg_logits.masked_fill(~allowed[:, None, None], float("-inf"))
 
-    def _suggestion_cams(self, out: dict[str, torch.Tensor], tags: list[int], use_probe: bool = True) -> torch.Tensor:
+    def _suggestion_cams(self, out: dict, tags: list[int], use_probe: bool = True) -> torch.Tensor:
         """The maps FBE and the suggestion read: the enhanced CAM, mixed with the run's class priors where it
-        has them (co-localisation, ImageNet prior, pixel probe; then each map is in [0, 1])."""
+        has them (co-localisation, ImageNet prior, pixel probe; then each map is in [0, 1]), then refined by the
+        re-taught MAF where the run has one. ``use_probe`` False: the maps the pixel probe is taught from
+        (without the probe and the refinement, which are fitted after it)."""
         model_cfg = self.cfg.model
         cams = out["enhanced_cam"].float()
         priors = [(self.colocalisation, "descriptors", model_cfg.colocalisation_weight),
@@ -239,6 +258,8 @@ class Predictor:
             cams = _min_max_per_class(cams)
         for prior, features, weight in priors:
             cams = prior.mix(cams, features, tags, weight)
+        if use_probe and self.maf_refinement is not None and model_cfg.suggestion_maf_weight > 0 and out.get("maf_stages"):
+            cams = refine_maps(self.maf_refinement, out["maf_stages"], cams, model_cfg.suggestion_maf_weight)
         return cams
 
     @torch.no_grad()
@@ -266,6 +287,43 @@ class Predictor:
             if on_progress is not None:
                 on_progress(done, len(samples))
         return fit.result()
+
+    @torch.no_grad()
+    def teach_maf_refinement(self, folder: LabelledFolder, samples: list[Sample] | None = None,
+                             on_progress: Callable[[int, int], None] | None = None,
+                             cancel: Callable[[], bool] | None = None) -> MultilevelActivationFusion | None:
+        """A copy of the run's MAF re-taught on FBE's pseudo-labels of the suggestion's maps of ``samples`` (default:
+        the folder's), verified masks winning (``maf_refinement.py``); ``on_progress`` counts the images, then the
+        optimiser steps. None without the fast mode or MAF, if cancelled or with nothing to learn."""
+        if self.feature_cache is None or self.model.maf is None:
+            return None
+        samples = folder.samples if samples is None else samples
+        steps = 100
+        labels = []
+        for done, sample in enumerate(samples, start=1):
+            if cancel is not None and cancel():
+                return None
+            pixels, out = self._maps(None, sample.image_path)
+            tags = folder.tag_indices(sample)
+            multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
+            pseudo = make_pseudo_labels(self._suggestion_cams(out, tags)[None], pixels, multi_hot, self.cfg.model,
+                                        self.crf)[0]
+            verified = self._verified_mask(sample)
+            if verified is not None:
+                verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:]))).to(pseudo.device).long()
+                pseudo = torch.where(verified != UNSURE, verified, pseudo)
+            grid = tuple(out["maf_stages"][-1].shape[-2:])
+            labels.append(labels_on_cam_grid(pseudo.cpu(), grid))
+            if on_progress is not None:
+                on_progress(done, len(samples) + steps)
+
+        def stage_features(index: int) -> list[torch.Tensor]:
+            features = self.feature_cache.get(samples[index].image_path)
+            return self._maf_stages(features.stage_list(len(self.model.backbone.stage_channels), self.device))
+
+        on_step = None if on_progress is None else lambda step, _: on_progress(len(samples) + step, len(samples) + steps)
+        return reteach_affinity(self.model.maf, labels, stage_features, steps=steps, seed=self.cfg.train.seed,
+                                cancel=cancel, on_step=on_step)
 
     def predict_sample(self, folder: LabelledFolder, sample: Sample) -> Prediction:
         """Load one sample of a folder (downscaled to the run's max side) and predict it, its verified mask

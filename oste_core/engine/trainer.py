@@ -39,6 +39,7 @@ from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
+from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import device_description, pick_device
@@ -52,7 +53,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start" | "features" | "progress" | "checkpoint" | "probe" | "log" | "done" | "cancelled"
+    kind: str  # "start" | "features" | "progress" | "checkpoint" | "probe" | "affinity" | "log" | "done" | "cancelled"
     iteration: int = 0
     total: int = 0
     losses: dict[str, float] = field(default_factory=dict)
@@ -178,6 +179,7 @@ class Trainer:
         self._colocalisation: dict | None = None  # an update keeps the run's fit
         self._imagenet_prior: dict | None = None  # and its ImageNet prior
         self._pixel_probe: dict | None = None  # and its pixel probe
+        self._maf_refinement: dict | None = None  # and its re-taught MAF
 
     def cancel(self) -> None:
         """Ask the loop to stop after the current iteration; the last state is checkpointed."""
@@ -471,7 +473,7 @@ class Trainer:
         usable: list[Sample] = []
         keys: set[str] = set()
         total = len(folder.samples)
-        start = last = time.perf_counter()
+        progress = self._pass_progress("features", "backbone features", time.perf_counter())
         for done, sample in enumerate(folder.samples, start=1):
             if self.cancelled:
                 break
@@ -481,11 +483,7 @@ class Trainer:
                 usable.append(sample)
             except ImageLoadError as exc:
                 self._log(f"skipped: {exc}")
-            now = time.perf_counter()
-            if now - last >= PROGRESS_EVERY_S or done == total:
-                last = now
-                self._emit(TrainEvent("features", done, total, message=f"backbone features {done}/{total} "
-                                      f"({now - start:.0f} s)"))
+            progress(done, total)
         for file in cache.rebuilt:
             self._log(f"rebuilt an unreadable feature cache file: {file}")
         removed = cache.prune(keys) if len(keys) == total else 0
@@ -619,6 +617,7 @@ class Trainer:
             self._colocalisation = state.get("colocalisation")  # the features are frozen: an update keeps the fit
             self._imagenet_prior = state.get("imagenet_prior")
             self._pixel_probe = state.get("pixel_probe")
+            self._maf_refinement = state.get("maf_refinement")
         except (RunError, RuntimeError, KeyError) as exc:
             raise TrainingError(f"cannot update from this run: {exc}") from exc
         return int(state.get("iteration", 0))
@@ -638,6 +637,11 @@ class Trainer:
                 pixel_probe = self._fit_pixel_probe(model, colocalisation, imagenet_prior)
             if pixel_probe is not None:
                 payload["pixel_probe"] = pixel_probe
+            maf_refinement = self._maf_refinement
+            if maf_refinement is None:
+                maf_refinement = self._teach_maf_refinement(model, colocalisation, imagenet_prior, pixel_probe)
+            if maf_refinement is not None:
+                payload["maf_refinement"] = maf_refinement
             self.run_folder.save_weights(FINAL_MODEL, payload)
         timings = self.timer.means() if self.timer else {}
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
@@ -655,17 +659,17 @@ class Trainer:
             return None
         return prior.to_state()
 
-    def _fit_pixel_probe(self, model: OSTEModel, colocalisation: dict | None, imagenet_prior: dict | None) -> dict | None:
-        """The fast mode's folder pixel classifier (``pixel_probe.py``), taught by every usable image's suggestion."""
-        if not (self.cfg.train.freeze_backbone and self.cfg.model.pixel_probe_weight > 0 and self._usable):
-            return None
-        start = time.perf_counter()
-        was_training = model.training
-        predictor = Predictor(
+    def _fast_predictor(self, model: OSTEModel, colocalisation: dict | None, imagenet_prior: dict | None,
+                        pixel_probe: dict | None = None) -> Predictor:
+        """A predictor of the model being trained, with the fast mode's fits so far."""
+        return Predictor(
             model, self.cfg, self.folder.class_names, self.device, run_dir=self.run_dir,
             colocalisation=None if colocalisation is None else Colocalisation.from_state(colocalisation),
-            imagenet_prior=None if imagenet_prior is None else ImagenetPrior.from_state(imagenet_prior))
+            imagenet_prior=None if imagenet_prior is None else ImagenetPrior.from_state(imagenet_prior),
+            pixel_probe=None if pixel_probe is None else PixelProbe.from_state(pixel_probe))
 
+    def _pass_progress(self, kind: str, what: str, start: float) -> Callable[[int, int], None]:
+        """An ``on_progress`` that emits ``kind`` events (at most one per PROGRESS_EVERY_S) for a pass over the images."""
         last = start
 
         def progress(done: int, total: int) -> None:
@@ -673,10 +677,18 @@ class Trainer:
             now = time.perf_counter()
             if now - last >= PROGRESS_EVERY_S or done == total:
                 last = now
-                self._emit(TrainEvent("probe", done, total, message=f"pixel classifier: suggestion {done}/{total} "
-                                      f"({now - start:.0f} s)"))
+                self._emit(TrainEvent(kind, done, total, message=f"{what} {done}/{total} ({now - start:.0f} s)"))
+        return progress
 
-        probe = predictor.fit_pixel_probe(self.folder, self._usable, on_progress=progress, cancel=lambda: self.cancelled)
+    def _fit_pixel_probe(self, model: OSTEModel, colocalisation: dict | None, imagenet_prior: dict | None) -> dict | None:
+        """The fast mode's folder pixel classifier (``pixel_probe.py``), taught by every usable image's suggestion."""
+        if not (self.cfg.train.freeze_backbone and self.cfg.model.pixel_probe_weight > 0 and self._usable):
+            return None
+        start = time.perf_counter()
+        was_training = model.training
+        predictor = self._fast_predictor(model, colocalisation, imagenet_prior)
+        probe = predictor.fit_pixel_probe(self.folder, self._usable, cancel=lambda: self.cancelled,
+                                          on_progress=self._pass_progress("probe", "pixel classifier: suggestion", start))
         model.train(was_training)
         if probe is None:
             return None
@@ -684,6 +696,24 @@ class Trainer:
         cache.prune({cache.key(sample.image_path) for sample in self._usable})
         self._log(f"pixel classifier fitted on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")
         return probe.to_state()
+
+    def _teach_maf_refinement(self, model: OSTEModel, colocalisation: dict | None, imagenet_prior: dict | None,
+                              pixel_probe: dict | None) -> dict | None:
+        """The fast mode's MAF re-taught on the pseudo-labels of the suggestion's maps (``maf_refinement.py``)."""
+        if not (self.cfg.train.freeze_backbone and model.maf is not None and self.cfg.model.suggestion_maf_weight > 0
+                and self._usable):
+            return None
+        start = time.perf_counter()
+        was_training = model.training
+        predictor = self._fast_predictor(model, colocalisation, imagenet_prior, pixel_probe)
+        refinement = predictor.teach_maf_refinement(
+            self.folder, self._usable, cancel=lambda: self.cancelled,
+            on_progress=self._pass_progress("affinity", "MAF affinity: pseudo-labels, then steps", start))
+        model.train(was_training)
+        if refinement is None:
+            return None
+        self._log(f"MAF affinity re-taught on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")
+        return refinement.state_dict()
 
     @torch.no_grad()
     def _fit_colocalisation(self, model: OSTEModel) -> dict | None:

@@ -35,10 +35,15 @@ def affinity_loss(similarity: Tensor, labels: Tensor, grid: tuple[int, int]) -> 
     flat = labels_on_grid(labels, grid)
     if flat.shape[1] != similarity.shape[-1]:
         raise ValueError(f"grid {tuple(grid)} does not match a similarity of {similarity.shape[-1]} pixels")
-    known = flat != UNSURE
+    return pair_affinity_loss(similarity, flat)
+
+
+def pair_affinity_loss(similarity: Tensor, flat_labels: Tensor) -> Tensor:
+    """L_aff of similarity (B, N, N) between N pixels against their labels (B, N) long with 255."""
+    known = flat_labels != UNSURE
     pair_known = known[:, :, None] & known[:, None, :]
-    same = (flat[:, :, None] == flat[:, None, :]) & pair_known
-    background = (flat == 0)[:, :, None]
+    same = (flat_labels[:, :, None] == flat_labels[:, None, :]) & pair_known
+    background = (flat_labels == 0)[:, :, None]
     similarity = similarity.float()
     pull = 1 - similarity
     positive = (_masked_mean(pull, same & background) + _masked_mean(pull, same & ~background)) / 2
