@@ -13,10 +13,10 @@ FBE and the suggestion read, in Eq 8's form:
 
 Off by default (weight 0: nothing is taught or applied). Measured (``docs/BENCHMARKS.md``) with weight 0.5:
 ``mix/`` suggestion mIoU 64.3 -> 64.8 and 62.4 -> 63.6 (seeds 0 and 1, ``bench_real.py``), person +4;
-pseudo-labels 80 on 55% of the pixels instead of 82 on 43%; about 70-115 s more training. But the synthetic
-demo loses 2.2 points (86.3 against 88.5, seed 0), more than its noise: with weight 0.2 / 0.35 it still loses
-0.7 / 1.4, with MAF power 16 / 32 at 0.5 1.8 / 1.4 (its thin rings lose most), so the default stays 0; real
-photos can turn it on with ``--set model.suggestion_maf_weight=0.5``. A prototype over the ``mix/`` runs: the
+pseudo-labels 80 on 55% of the pixels instead of 82 on 43%; about 70-115 s more training. But ``pennfudan/``
+loses 0.8 (78.6 against 79.4, both seeds) and the synthetic demo 2.2 (86.3 against 88.5, seed 0), more than
+its noise: with weight 0.2 / 0.35 it still loses 0.7 / 1.4, with MAF power 16 / 32 at 0.5 1.8 / 1.4 (its thin
+rings lose most). So the default stays 0; ``--set model.suggestion_maf_weight=0.5`` turns it on. A prototype over the ``mix/`` runs: the
 trained MAF applied without re-teaching, +0.2 and -0.2; 300 steps instead of 100, less than 100 (the affinity
 overfits the pseudo-labels); re-taught on the maps without the pixel classifier, -0.7. The run's MAF itself is
 left as it was: the enhanced CAM layer and the pixel classifier (fitted before) keep the trained affinity.
