@@ -42,7 +42,7 @@ from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.maf import MultilevelActivationFusion
-from oste_core.models.modules.maf_refinement import labels_on_cam_grid, refine_maps, reteach_affinity
+from oste_core.models.modules.maf_refinement import RETEACH_STEPS, labels_on_cam_grid, refine_maps, reteach_affinity
 from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
 from oste_core.models.modules.suggestion import make_suggestion
 from oste_core.utils.device import pick_device
@@ -275,10 +275,8 @@ class Predictor:
         for done, sample in enumerate(samples, start=1):
             if cancel is not None and cancel():
                 return None
-            verified = self._verified_mask(sample)
             pixels, out = self._maps(None, sample.image_path)
-            if verified is not None:
-                verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
+            verified = self._verified_at(sample, tuple(pixels.shape[-2:]))
             tags = folder.tag_indices(sample)
             suggestion, confidence = make_suggestion(self._restrict(out["seg_logits"].float(), tags),
                                                      self._suggestion_cams(out, tags, use_probe=False), pixels[0],
@@ -298,7 +296,7 @@ class Predictor:
         if self.feature_cache is None or self.model.maf is None:
             return None
         samples = folder.samples if samples is None else samples
-        steps = 100
+        steps = RETEACH_STEPS
         labels = []
         for done, sample in enumerate(samples, start=1):
             if cancel is not None and cancel():
@@ -308,9 +306,9 @@ class Predictor:
             multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
             pseudo = make_pseudo_labels(self._suggestion_cams(out, tags)[None], pixels, multi_hot, self.cfg.model,
                                         self.crf)[0]
-            verified = self._verified_mask(sample)
+            verified = self._verified_at(sample, tuple(pixels.shape[-2:]))
             if verified is not None:
-                verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:]))).to(pseudo.device).long()
+                verified = verified.to(pseudo.device).long()
                 pseudo = torch.where(verified != UNSURE, verified, pseudo)
             grid = tuple(out["maf_stages"][-1].shape[-2:])
             labels.append(labels_on_cam_grid(pseudo.cpu(), grid))
@@ -332,6 +330,11 @@ class Predictor:
         verified = self._verified_mask(sample)
         return self.predict(image, folder.tag_indices(sample), key=sample.stem, verified=verified,
                             image_path=sample.image_path)
+
+    def _verified_at(self, sample: Sample, size: tuple[int, int]) -> torch.Tensor | None:
+        """The sample's verified mask at ``size`` (H, W) as a tensor, or None."""
+        verified = self._verified_mask(sample)
+        return None if verified is None else torch.from_numpy(_fit(verified, size))
 
     def _verified_mask(self, sample: Sample) -> np.ndarray | None:
         if sample.verified_mask is None or not sample.verified_mask.exists():

@@ -84,10 +84,14 @@ class MultilevelActivationFusion(nn.Module):
             fused.append(projection(resize_maps(features, size)))
         return torch.cat(fused, dim=1)
 
-    def similarity(self, fused: Tensor) -> Tensor:
-        """Eq 7: cosine similarity of theta(x_i) and phi(x_j), (B, N, N) float32 in [-1, 1]."""
-        query = F.normalize(self.theta(fused).flatten(2).float(), dim=1, eps=EPS)
-        key = F.normalize(self.phi(fused).flatten(2).float(), dim=1, eps=EPS)
+    def similarity(self, fused: Tensor, pixels: Tensor | None = None) -> Tensor:
+        """Eq 7: cosine similarity of theta(x_i) and phi(x_j), (B, N, N) float32 in [-1, 1]; ``pixels`` (flat
+        indices into the h*w grid): only between those N pixels."""
+        query, key = self.theta(fused).flatten(2), self.phi(fused).flatten(2)
+        if pixels is not None:
+            query, key = query[:, :, pixels], key[:, :, pixels]
+        query = F.normalize(query.float(), dim=1, eps=EPS)
+        key = F.normalize(key.float(), dim=1, eps=EPS)
         with torch.autocast(device_type=fused.device.type, enabled=False):
             return torch.bmm(query.transpose(1, 2), key)
 

@@ -16,10 +16,11 @@ Off by default (weight 0: nothing is taught or applied). Measured (``docs/BENCHM
 pseudo-labels 80 on 55% of the pixels instead of 82 on 43%; about 70-115 s more training. But ``pennfudan/``
 loses 0.8 (78.6 against 79.4, both seeds) and the synthetic demo 2.2 (86.3 against 88.5, seed 0), more than
 its noise: with weight 0.2 / 0.35 it still loses 0.7 / 1.4, with MAF power 16 / 32 at 0.5 1.8 / 1.4 (its thin
-rings lose most). So the default stays 0; ``--set model.suggestion_maf_weight=0.5`` turns it on. A prototype over the ``mix/`` runs: the
-trained MAF applied without re-teaching, +0.2 and -0.2; 300 steps instead of 100, less than 100 (the affinity
-overfits the pseudo-labels); re-taught on the maps without the pixel classifier, -0.7. The run's MAF itself is
-left as it was: the enhanced CAM layer and the pixel classifier (fitted before) keep the trained affinity.
+rings lose most). So the default stays 0; ``--set model.suggestion_maf_weight=0.5`` turns it on. A prototype
+over the ``mix/`` runs: the trained MAF applied without re-teaching, +0.2 and -0.2; 300 steps instead of 100,
+less than 100 (the affinity overfits the pseudo-labels); re-taught on the maps without the pixel classifier,
+-0.7. The run's MAF itself is left as it was: the enhanced CAM layer and the pixel classifier (fitted before)
+keep the trained affinity.
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ from oste_core.losses.affinity import pair_affinity_loss
 
 from .cam import resize_maps
 from .maf import MultilevelActivationFusion
+
+RETEACH_STEPS = 100  # Adam steps of the re-teaching (300 overfitted the pseudo-labels)
+
 
 def refine_maps(maf: MultilevelActivationFusion, stage_features: Sequence[Tensor], maps: Tensor, weight: float) -> Tensor:
     """``(1 - weight) * maps + weight * A . maps`` for maps ``(K, H, W)``; A is ``maf``'s affinity on the grid
@@ -52,7 +56,7 @@ def labels_on_cam_grid(labels: Tensor, grid: tuple[int, int]) -> Tensor:
 
 
 def reteach_affinity(maf: MultilevelActivationFusion, labels: Sequence[Tensor],
-                     stage_features: Callable[[int], list[Tensor]], steps: int = 100, batch: int = 8,
+                     stage_features: Callable[[int], list[Tensor]], steps: int = RETEACH_STEPS, batch: int = 8,
                      pixels: int = 1024, lr: float = 1e-3, seed: int = 0, cancel: Callable[[], bool] | None = None,
                      on_step: Callable[[int, int], None] | None = None) -> MultilevelActivationFusion | None:
     """A copy of ``maf`` taught by images drawn ``batch`` at a time (seeded): image i has the labels
@@ -86,6 +90,4 @@ def _sampled_loss(maf: MultilevelActivationFusion, stage_features: list[Tensor],
     fused = maf.fuse_features(stage_features, grid)
     labelled = (labels != UNSURE).nonzero()[:, 0]
     picked = labelled[torch.randperm(len(labelled), generator=generator)[:pixels]].to(fused.device)
-    query = F.normalize(maf.theta(fused).flatten(2)[0][:, picked].float(), dim=0)
-    key = F.normalize(maf.phi(fused).flatten(2)[0][:, picked].float(), dim=0)
-    return pair_affinity_loss((query.T @ key)[None], labels.to(fused.device)[picked].long()[None])
+    return pair_affinity_loss(maf.similarity(fused, picked), labels.to(fused.device)[picked].long()[None])
