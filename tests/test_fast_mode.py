@@ -221,6 +221,21 @@ def test_fast_warmup_steps_train_the_classifier_only(own_folder, tmp_path):
     assert lines[2]["seg"] > 0
 
 
+
+def test_the_cpu_preset_trains_lem_tiles_without_eq16_and_predicts_a_merged_cam(own_folder, tmp_path):
+    from oste_core.config import CPU_PRESET
+
+    run = tmp_path / "run"
+    lem = {key: CPU_PRESET[key] for key in ("model.use_lem", "loss.w_mae")}
+    Trainer(fast_config(**{"train.iters": 3, "loss.seg_warmup_iters": 2, **lem}), own_folder, run).run()
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    warmup = lines[:2]  # classifier-only steps: total = cls + tile (+ w_mae * mae)
+    assert all(line["tile"] > 0 and line["mae"] > 0 for line in warmup)
+    assert all(line["total"] == pytest.approx(line["cls"] + line["tile"], rel=1e-5) for line in warmup)
+    folder = open_folder(own_folder)
+    prediction = Predictor.from_run(run).predict_sample(folder, folder.samples[0])
+    assert prediction.merged_cam.max() > 0  # the tiles' maps reach the prediction
+
 def _with_and_without(predictor: Predictor, folder, sample, weight: str):
     """The sample's prediction, then the same with the model setting ``weight`` at 0."""
     with_it = predictor.predict_sample(folder, sample)
