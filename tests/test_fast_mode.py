@@ -36,6 +36,11 @@ def cache_files(run: Path) -> set[str]:
     return {p.name for p in (run / CACHE_DIR).glob("*.pt")}
 
 
+def metric_lines(run: Path) -> list[dict]:
+    """The run's progress reports (metrics.jsonl), one dict per line."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_fast_mode_caches_each_image_once_and_trains_only_the_heads(own_folder, tmp_path):
     run = tmp_path / "run"
     events = []
@@ -214,12 +219,11 @@ def test_prediction_carries_a_full_suggestion_and_the_verified_mask_wins(own_fol
 def test_fast_warmup_steps_train_the_classifier_only(own_folder, tmp_path):
     run = tmp_path / "run"
     Trainer(fast_config(**{"train.iters": 3, "loss.seg_warmup_iters": 2}), own_folder, run).run()
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = metric_lines(run)
     assert [line["iteration"] for line in lines] == [1, 2, 3]
     assert all(line["seg"] == 0 and line["energy"] == 0 and line["affinity"] == 0 for line in lines[:2])
     assert all(line["cls"] > 0 for line in lines)
     assert lines[2]["seg"] > 0
-
 
 
 def test_the_cpu_preset_trains_lem_tiles_without_eq16_and_predicts_a_merged_cam(own_folder, tmp_path):
@@ -228,13 +232,14 @@ def test_the_cpu_preset_trains_lem_tiles_without_eq16_and_predicts_a_merged_cam(
     run = tmp_path / "run"
     lem = {key: CPU_PRESET[key] for key in ("model.use_lem", "loss.w_mae")}
     Trainer(fast_config(**{"train.iters": 3, "loss.seg_warmup_iters": 2, **lem}), own_folder, run).run()
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = metric_lines(run)
     warmup = lines[:2]  # classifier-only steps: total = cls + tile (+ w_mae * mae)
     assert all(line["tile"] > 0 and line["mae"] > 0 for line in warmup)
     assert all(line["total"] == pytest.approx(line["cls"] + line["tile"], rel=1e-5) for line in warmup)
     folder = open_folder(own_folder)
     prediction = Predictor.from_run(run).predict_sample(folder, folder.samples[0])
     assert prediction.merged_cam.max() > 0  # the tiles' maps reach the prediction
+
 
 def _with_and_without(predictor: Predictor, folder, sample, weight: str):
     """The sample's prediction, then the same with the model setting ``weight`` at 0."""
