@@ -19,8 +19,8 @@
 For every layout ``classes.txt`` wins when present, and once ``tags.csv`` exists (written by
 `LabelledFolder.save_tags`, which also writes ``classes.txt``) it is the source of the tags.
 Optional ``masks/<stem>.png`` are ground-truth masks (evaluation) and ``verified/<stem>.png`` the
-masks a user verified in the editor. The folders ``masks``, ``verified``, ``runs``, ``exports``
-and any folder whose name starts with '.' are never scanned for images.
+masks a user verified in the editor, ``corrections/<stem>.png`` their sparse corrections (255 = no
+label). The folders ``masks``, ``verified``, ``corrections``, ``runs``, ``exports`` and any folder whose name starts with '.' are never scanned for images.
 
 Stems are unique per folder and name the mask files. An image's stem is its file name without
 the extension (``images/a/img.jpg`` -> ``img``), at any depth, so the common ``images/`` +
@@ -54,7 +54,8 @@ TAGS_FILE = "tags.csv"
 CLASSES_FILE = "classes.txt"
 MASKS_DIR = "masks"
 VERIFIED_DIR = "verified"
-NEVER_SCANNED = frozenset({MASKS_DIR, VERIFIED_DIR, "runs", "exports"})
+CORRECTIONS_DIR = "corrections"  # sparse corrections: oste_core/suggest/corrections.py
+NEVER_SCANNED = frozenset({MASKS_DIR, VERIFIED_DIR, CORRECTIONS_DIR, "runs", "exports"})
 RESERVED_CLASS_NAMES = frozenset({"background", "_background_", "__ignore__"})
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

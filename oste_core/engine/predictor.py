@@ -45,9 +45,13 @@ from oste_core.models.modules.maf import MultilevelActivationFusion
 from oste_core.models.modules.maf_refinement import RETEACH_STEPS, labels_on_cam_grid, refine_maps, reteach_affinity
 from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
 from oste_core.models.modules.suggestion import make_suggestion
+from oste_core.suggest.corrections import load_corrections, user_label_version, user_labels
+from oste_core.suggest.seeds import labels_on_grid, seed_hints
+from oste_core.suggest.teaching import FolderTeaching, TeachingSet
 from oste_core.utils.device import pick_device
 
 log = logging.getLogger(__name__)
+MAPS_CACHE_SIZE = 4  # images whose maps stay in memory: the one being clicked on, and its neighbours
 
 
 @dataclass
@@ -112,9 +116,13 @@ class Predictor:
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
                                               cfg.train.max_side, device, keep_in_memory_mb=256.0,
                                               scale=cfg.train.fast_predict_scale)
+        self._trained_probe = pixel_probe  # the probe as trained, before any annotator pixel
+        self.teaching: FolderTeaching | None = None  # set by from_run when the run kept its teaching sample
+        self._probe_generation = 0  # part of every cache key: a refit predicts anew
         self._cache: OrderedDict[tuple, Prediction] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._maps_cache: OrderedDict[str, tuple] = OrderedDict()  # the last images' maps: a click costs no forward
+        self._lock = threading.RLock()
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> "Predictor":
@@ -148,10 +156,14 @@ class Predictor:
                 maf_refinement.load_state_dict(state["maf_refinement"])
             except RuntimeError as exc:
                 raise RunError(f"{weights}: the MAF refinement does not match the saved config ({exc})") from exc
-        return cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
-                   weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation,
-                   imagenet_prior=imagenet_prior, pixel_probe=pixel_probe,
-                   maf_refinement=None if maf_refinement is None else maf_refinement.to(torch_device).eval())
+        predictor = cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
+                        weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation,
+                        imagenet_prior=imagenet_prior, pixel_probe=pixel_probe,
+                        maf_refinement=None if maf_refinement is None else maf_refinement.to(torch_device).eval())
+        teaching = TeachingSet.load(run_dir) if pixel_probe is not None else None
+        if teaching is not None:
+            predictor.teaching = FolderTeaching(teaching, len(class_names))
+        return predictor
 
     @property
     def num_classes(self) -> int:
@@ -163,21 +175,26 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, tags: list[int] | None, key: str | None = None,
-                verified: np.ndarray | None = None, image_path: str | Path | None = None) -> Prediction:
+                verified: np.ndarray | None = None, image_path: str | Path | None = None,
+                corrections: np.ndarray | None = None) -> Prediction:
         """Predict one (H, W, 3) uint8 RGB image; ``tags`` are 1-based class indices (None = unknown).
 
-        ``verified``: the image's verified mask (it wins in the suggestion); ``image_path`` lets a fast-mode
-        run reuse the image's cached features; ``key`` names the image in the result cache.
+        ``verified``: the image's verified mask (it wins in the suggestion); ``corrections``: its sparse
+        corrections (255 = none), kept and spread as seeds (``suggest/seeds.py``; their classes join the tags);
+        ``image_path`` lets a fast-mode run reuse the image's cached features; ``key`` names the image in the
+        result cache.
         """
         cache_key = None
         if key is not None:
-            verified_id = None if verified is None else hashlib.sha1(verified.tobytes()).hexdigest()
-            cache_key = (key, None if tags is None else tuple(tags), verified_id, self.weights_stamp)
+            mask_ids = tuple(None if mask is None else hashlib.sha1(mask.tobytes()).hexdigest()
+                             for mask in (verified, corrections))
+            cache_key = (key, None if tags is None else tuple(tags), mask_ids, self.weights_stamp,
+                         self._probe_generation)
         with self._lock:
             if cache_key is not None and cache_key in self._cache:
                 self._cache.move_to_end(cache_key)
                 return self._cache[cache_key]
-            prediction = self._predict(image, tags, verified, image_path)
+            prediction = self._predict(image, tags, verified, image_path, corrections)
             if cache_key is not None:
                 self._cache[cache_key] = prediction
                 while len(self._cache) > self._cache_size:
@@ -189,10 +206,20 @@ class Predictor:
         if self.feature_cache is None:
             pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(self.device)
             return pixels, self.model.infer_cams(self.model.backbone.normalise(pixels), scales=self.scales, flip=True)
-        if image_path is not None:
-            features = self.feature_cache.get(image_path)
-        else:
-            features = self.feature_cache.compute(self.feature_cache.working_image(image))
+        if image_path is None:
+            return self._feature_maps(self.feature_cache.compute(self.feature_cache.working_image(image)))
+        key = self.feature_cache.key(image_path)
+        with self._lock:
+            if key in self._maps_cache:
+                self._maps_cache.move_to_end(key)
+                return self._maps_cache[key]
+            maps = self._maps_cache[key] = self._feature_maps(self.feature_cache.get(image_path))
+            while len(self._maps_cache) > MAPS_CACHE_SIZE:
+                self._maps_cache.popitem(last=False)
+            return maps
+
+    def _feature_maps(self, features) -> tuple[torch.Tensor, dict]:
+        """``_maps`` from an image's cached backbone features (the fast mode)."""
         pixels = features.image_uint8[None].to(self.device)
         size = tuple(pixels.shape[-2:])
         stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)
@@ -210,12 +237,17 @@ class Predictor:
         return [stages[index - 1] for index in self.model.maf_stages] if self.model.maf is not None else []
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
-                 image_path: str | Path | None) -> Prediction:
+                 image_path: str | Path | None, corrections: np.ndarray | None = None) -> Prediction:
         pixels, out = self._maps(image, image_path)
+        size = tuple(pixels.shape[-2:])
         seg_logits = out["seg_logits"].float()
         if tags is None:  # unknown tags: take the classes the segmentation branch finds
             seg_all = seg_logits.argmax(0)
             tags = [k for k in range(1, self.num_classes + 1) if (seg_all == k).float().mean() > 0.01]
+        if corrections is not None:  # a class the annotator painted is in the image
+            corrections = _fit(corrections, size)
+            painted = {int(v) for v in np.unique(corrections) if 0 < v <= self.num_classes}
+            tags = list(tags) + sorted(painted - set(tags))
         seg_logits = self._restrict(seg_logits, tags)
         probs = F.softmax(seg_logits, dim=0)
         confidence, seg = probs.max(dim=0)
@@ -223,10 +255,13 @@ class Predictor:
         cams = self._suggestion_cams(out, list(tags))
         pseudo = make_pseudo_labels(cams[None], pixels, multi_hot, self.cfg.model, self.crf)[0]
         if verified is not None:
-            verified = torch.from_numpy(_fit(verified, tuple(pixels.shape[-2:])))
+            verified = torch.from_numpy(_fit(verified, size))
+        hints = None
+        if corrections is not None and "descriptors" in out:
+            hints = seed_hints(out["descriptors"], corrections, pseudo.cpu().numpy().astype(np.uint8), size)
         kept_pseudo = pseudo if self.cfg.model.use_fbe else None  # without FBE every pixel is "sure"
         suggestion, suggestion_confidence = make_suggestion(seg_logits, cams, pixels[0], list(tags), kept_pseudo,
-                                                            self.cfg.model, self.crf, verified)
+                                                            self.cfg.model, self.crf, verified, hints)
         as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731
         return Prediction(
             cam=as_np(out["cam"]), merged_cam=as_np(out["merged_cam"]), enhanced_cam=as_np(out["enhanced_cam"]),
@@ -265,9 +300,10 @@ class Predictor:
     @torch.no_grad()
     def fit_pixel_probe(self, folder: LabelledFolder, samples: list[Sample] | None = None,
                         on_progress: Callable[[int, int], None] | None = None,
-                        cancel: Callable[[], bool] | None = None) -> PixelProbe | None:
+                        cancel: Callable[[], bool] | None = None) -> tuple[PixelProbe, TeachingSet] | None:
         """Fit the fast mode's folder pixel classifier (``pixel_probe.py``) on the suggestions (without a probe) of
-        ``samples`` (default: the folder's), verified masks included; None if cancelled or nothing to learn."""
+        ``samples`` (default: the folder's), verified masks included; returns it with the sample it was taught
+        from (``teaching.py``). None if cancelled or nothing to learn."""
         if self.feature_cache is None:
             return None
         samples = folder.samples if samples is None else samples
@@ -281,10 +317,54 @@ class Predictor:
             suggestion, confidence = make_suggestion(self._restrict(out["seg_logits"].float(), tags),
                                                      self._suggestion_cams(out, tags, use_probe=False), pixels[0],
                                                      tags, None, self.cfg.model, self.crf, verified)
-            fit.add(out["descriptors"], suggestion, confidence)
+            fit.add(out["descriptors"], suggestion, confidence, image=done - 1)
             if on_progress is not None:
                 on_progress(done, len(samples))
-        return fit.result()
+        probe, kept = fit.result(), fit.sample()
+        if probe is None or kept is None:
+            return None
+        return probe, TeachingSet.from_pixels(*kept, stems=[sample.stem for sample in samples])
+
+    def learn_from_user(self, folder: LabelledFolder, stems: list[str] | None = None) -> bool:
+        """Refit the folder pixel classifier with the annotator's verified masks and sparse corrections
+        (``teaching.py``), re-reading only the photos whose files changed (``stems``: those to check; default
+        every photo). True when the classifier changed; False without a teaching sample (not a fast-mode run,
+        or trained before it was kept) or when nothing changed."""
+        if self.teaching is None:
+            return False
+        changed = False
+        for sample in folder.samples if stems is None else [folder.find(stem) for stem in stems]:
+            version = user_label_version(folder.root, sample)
+            if self.teaching.known(sample.stem, version) or (version == (None, None)
+                                                             and sample.stem not in self.teaching.user_stems):
+                continue
+            self.teaching.set_user_pixels(sample.stem, version, *self._user_pixels(folder, sample))
+            changed = True
+        if changed:
+            probe = self.teaching.fit(seed=self.cfg.train.seed) if self.teaching.user_stems else self._trained_probe
+            self.set_pixel_probe(probe)
+        return changed
+
+    def set_pixel_probe(self, probe: PixelProbe | None) -> None:
+        """Use ``probe`` from now on; every cached suggestion is recomputed on its next request."""
+        with self._lock:
+            self.pixel_probe = probe
+            self._probe_generation += 1
+            self._cache.clear()
+
+    def _user_pixels(self, folder: LabelledFolder, sample: Sample) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The descriptors and labels of the cells the annotator labelled in one photo (None, None: none)."""
+        features = self.feature_cache.get(sample.image_path)
+        stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)
+        image_descriptors = descriptors(stages)
+        mask, verified = user_labels(folder.root, sample.stem, sample.verified_mask,
+                                     tuple(features.image_uint8.shape[-2:]), self.num_classes)
+        if mask is None:
+            return None, None
+        cells = torch.from_numpy(labels_on_grid(mask, tuple(image_descriptors.shape[1:]),
+                                                min_share=0.5 if verified else 0.01)).long()
+        keep = cells != UNSURE
+        return image_descriptors[:, keep].T, cells[keep]
 
     @torch.no_grad()
     def teach_maf_refinement(self, folder: LabelledFolder, samples: list[Sample] | None = None,
@@ -325,11 +405,14 @@ class Predictor:
 
     def predict_sample(self, folder: LabelledFolder, sample: Sample) -> Prediction:
         """Load one sample of a folder (downscaled to the run's max side) and predict it, its verified mask
-        (if any) winning in the suggestion; cached by its stem, tags, verified mask and the run's weights."""
+        (if any) winning in the suggestion, else its sparse corrections as seeds; cached by its stem, tags,
+        masks, the run's weights and the pixel classifier's refits."""
         image = load_image(sample.image_path, max_side=self.max_side)
         verified = self._verified_mask(sample)
+        corrections = None if verified is not None else load_corrections(folder.root, sample.stem,
+                                                                         num_classes=self.num_classes)
         return self.predict(image, folder.tag_indices(sample), key=sample.stem, verified=verified,
-                            image_path=sample.image_path)
+                            image_path=sample.image_path, corrections=corrections)
 
     def _verified_at(self, sample: Sample, size: tuple[int, int]) -> torch.Tensor | None:
         """The sample's verified mask at ``size`` (H, W) as a tensor, or None."""

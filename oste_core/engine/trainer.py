@@ -687,11 +687,13 @@ class Trainer:
         start = time.perf_counter()
         was_training = model.training
         predictor = self._fast_predictor(model, colocalisation, imagenet_prior)
-        probe = predictor.fit_pixel_probe(self.folder, self._usable, cancel=lambda: self.cancelled,
-                                          on_progress=self._pass_progress("probe", "pixel classifier: suggestion", start))
+        fitted = predictor.fit_pixel_probe(self.folder, self._usable, cancel=lambda: self.cancelled,
+                                           on_progress=self._pass_progress("probe", "pixel classifier: suggestion", start))
         model.train(was_training)
-        if probe is None:
+        if fitted is None:
             return None
+        probe, teaching = fitted
+        teaching.save(self.run_dir)  # a correction refits the probe from it (suggest/teaching.py)
         cache = predictor.feature_cache  # every image's prediction-scale features are now cached: drop stale ones
         cache.prune({cache.key(sample.image_path) for sample in self._usable})
         self._log(f"pixel classifier fitted on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")

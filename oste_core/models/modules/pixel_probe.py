@@ -75,6 +75,7 @@ class PixelProbeFit:
         self._keep_probability = 1.0
         self._descriptors: list[Tensor] = []
         self._labels: list[Tensor] = []
+        self._images: list[int] = []  # which photo each entry came from
 
     @property
     def pixel_count(self) -> int:
@@ -83,8 +84,8 @@ class PixelProbeFit:
     def _sample(self, count: int, probability: float) -> Tensor:
         return torch.rand(count, generator=self._generator) < probability
 
-    def add(self, image_descriptors: Tensor, suggestion: Tensor, confidence: Tensor) -> None:
-        """One photo: descriptors ``(C, h, w)``, its suggestion ``(H, W)`` and the suggestion's confidence."""
+    def add(self, image_descriptors: Tensor, suggestion: Tensor, confidence: Tensor, image: int = -1) -> None:
+        """One photo (numbered ``image``): descriptors ``(C, h, w)``, its suggestion ``(H, W)`` and its confidence."""
         size = image_descriptors.shape[1:]
         label = F.interpolate(suggestion[None, None].float(), size=size, mode="nearest")[0, 0].long().cpu()
         sure = F.interpolate(confidence[None, None].float(), size=size, mode="bilinear",
@@ -98,36 +99,55 @@ class PixelProbeFit:
             descriptors, labels = descriptors[taken], labels[taken]
         self._descriptors.append(descriptors)
         self._labels.append(labels)
+        self._images.append(image)
         if self.pixel_count > 2 * self.max_pixels:
             self._keep_probability /= 2
             for index, labels in enumerate(self._labels):
                 taken = self._sample(len(labels), 0.5)
                 self._descriptors[index], self._labels[index] = self._descriptors[index][taken], labels[taken]
 
-    @torch.no_grad()
-    def result(self, steps: int = 100, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> PixelProbe | None:
-        """The fitted classifier (full-batch Adam, classes weighted by 1 / sqrt(their share)); None without pixels
-        of background and at least one class."""
+    def sample(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The kept pixels: descriptors ``(N, C)`` float16, labels ``(N,)`` and the photo each came from ``(N,)``;
+        None before any was added."""
         if not self._labels:
             return None
-        labels = torch.cat(self._labels)
-        counts = torch.bincount(labels, minlength=self.num_classes + 1).float()
-        if counts[0] == 0 or int((counts[1:] > 0).sum()) == 0:
-            return None
-        descriptors = torch.cat(self._descriptors).float()
-        mean, std = descriptors.mean(dim=0), descriptors.std(dim=0).clamp_min(1e-3)
-        standardised = (descriptors - mean) / std
-        class_weight = torch.where(counts > 0, (counts.sum() / counts.clamp_min(1.0)).sqrt(), torch.zeros_like(counts))
-        generator = torch.Generator().manual_seed(seed)
-        linear = torch.nn.Linear(standardised.shape[1], self.num_classes + 1)
-        with torch.no_grad():
-            bound = 1.0 / standardised.shape[1] ** 0.5
-            linear.weight.uniform_(-bound, bound, generator=generator)
-            linear.bias.zero_()
-        optimizer = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
-        with torch.enable_grad():
-            for _ in range(steps):
-                optimizer.zero_grad()
-                F.cross_entropy(linear(standardised), labels, weight=class_weight).backward()
-                optimizer.step()
-        return PixelProbe(mean, std, linear.weight.detach().clone(), linear.bias.detach().clone())
+        images = torch.cat([torch.full((len(labels),), image, dtype=torch.int32)
+                            for image, labels in zip(self._images, self._labels)])
+        return torch.cat(self._descriptors), torch.cat(self._labels), images
+
+    def result(self, steps: int = 100, seed: int = 0) -> PixelProbe | None:
+        """The classifier fitted on the kept pixels (``fit_probe``)."""
+        kept = self.sample()
+        return None if kept is None else fit_probe(kept[0], kept[1], self.num_classes, steps=steps, seed=seed)
+
+
+@torch.no_grad()
+def fit_probe(descriptors: Tensor, labels: Tensor, num_classes: int, pixel_weight: Tensor | None = None,
+              steps: int = 100, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> PixelProbe | None:
+    """A softmax regression over [background, classes] on ``descriptors`` (N, C) with ``labels`` (N,): full-batch
+    Adam, classes weighted by 1 / sqrt(their weighted share), each pixel by ``pixel_weight`` (default 1).
+    None without pixels of background and at least one class."""
+    if len(labels) == 0:
+        return None
+    pixel_weight = torch.ones(len(labels)) if pixel_weight is None else pixel_weight.float()
+    counts = torch.zeros(num_classes + 1).index_add_(0, labels, pixel_weight)
+    if counts[0] == 0 or int((counts[1:] > 0).sum()) == 0:
+        return None
+    descriptors = descriptors.float()
+    mean, std = descriptors.mean(dim=0), descriptors.std(dim=0).clamp_min(1e-3)
+    standardised = (descriptors - mean) / std
+    class_weight = torch.where(counts > 0, (counts.sum() / counts.clamp_min(1e-6)).sqrt(), torch.zeros_like(counts))
+    weight = class_weight[labels] * pixel_weight
+    weight = weight / weight.sum()
+    generator = torch.Generator().manual_seed(seed)
+    linear = torch.nn.Linear(standardised.shape[1], num_classes + 1)
+    bound = 1.0 / standardised.shape[1] ** 0.5
+    linear.weight.uniform_(-bound, bound, generator=generator)
+    linear.bias.zero_()
+    optimizer = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            (F.cross_entropy(linear(standardised), labels, reduction="none") * weight).sum().backward()
+            optimizer.step()
+    return PixelProbe(mean, std, linear.weight.detach().clone(), linear.bias.detach().clone())

@@ -41,6 +41,8 @@ from torch import Tensor
 from oste_core.config import ModelConfig
 from oste_core.labels import UNSURE, tags_multi_hot
 
+from oste_core.suggest.seeds import SeedHints, apply_hints
+
 from .crf import DenseCRF
 from .fbe import EPS, fbe_scores
 
@@ -56,12 +58,14 @@ def scaled_crf(crf: DenseCRF, cfg: ModelConfig, longest_side: int) -> DenseCRF:
 
 @torch.no_grad()
 def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int], pseudo_label: Tensor | None,
-                    cfg: ModelConfig, crf: DenseCRF, verified: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                    cfg: ModelConfig, crf: DenseCRF, verified: Tensor | None = None,
+                    seeds: SeedHints | None = None) -> tuple[Tensor, Tensor]:
     """Suggestion ``(H, W)`` long in {0} + ``tags`` and its confidence ``(H, W)`` float in [0, 1].
 
     ``seg_logits`` (K+1, H, W) and ``cams`` (K, h, w) of one image, ``image_uint8`` (3, H, W), ``tags``
     1-based class indices, ``pseudo_label`` (H, W) with 255 = unsure (None: keep no FBE pixel),
-    ``verified`` (H, W) or None.
+    ``verified`` (H, W) or None, ``seeds``: the annotator's strokes (``oste_core/suggest/seeds.py``): their
+    pixels are kept like verified ones and spread by their affinities before the CRF.
     """
     height, width = image_uint8.shape[-2:]
     num_classes = cams.shape[0]
@@ -70,9 +74,16 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
     multi_hot = tags_multi_hot(tags, num_classes, cams.device)[None]
     suggestion_cfg = dataclasses.replace(cfg, gamma=cfg.suggestion_gamma)
     scores = fbe_scores(cams[None].float(), multi_hot, suggestion_cfg, (height, width))[0][allowed.to(cams.device)]
+    if seeds is not None:
+        scores = apply_hints(scores, allowed.to(scores.device), seeds)
     fbe_probs = scores / scores.sum(dim=0, keepdim=True).clamp_min(EPS)
     weight = cfg.suggestion_seg_weight
     mixed = weight * seg_probs + (1.0 - weight) * fbe_probs.to(seg_probs.device)
+    if seeds is not None:  # the stroked pixels enter the CRF as near-certain labels
+        stroked = seeds.labels.to(mixed.device)
+        for index, label in enumerate(allowed.tolist()):
+            mixed[:, stroked == label] = 0.02 / len(allowed)
+            mixed[index, stroked == label] = 0.98
     if len(allowed) > 1:
         marginals = scaled_crf(crf, cfg, max(height, width)).probabilities(
             image_uint8[None], mixed[None], [len(allowed)])[0].to(mixed.device)
@@ -82,12 +93,16 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
     label = allowed[picked]
     if pseudo_label is not None:
         sure = pseudo_label.to(label.device) != UNSURE
+        if seeds is not None:  # FBE's sure pixels give way where a stroke says otherwise
+            for seeded, affinity in seeds.affinity.items():
+                sure &= ~((affinity.to(label.device) > 0.5) & (pseudo_label.to(label.device) != seeded))
         label = torch.where(sure, pseudo_label.to(label.device).long(), label)
         fbe_confidence = scores.max(dim=0).values.to(confidence.device)
         confidence = torch.where(sure, torch.maximum(confidence, fbe_confidence), confidence)
-    if verified is not None:
-        verified = verified.to(label.device).long()
-        known = verified != UNSURE
-        label = torch.where(known, verified, label)
-        confidence = torch.where(known, torch.ones_like(confidence), confidence)
+    for fixed in (None if seeds is None else seeds.labels, verified):  # strokes, then a verified mask, win
+        if fixed is not None:
+            fixed = fixed.to(label.device).long()
+            known = fixed != UNSURE
+            label = torch.where(known, fixed, label)
+            confidence = torch.where(known, torch.ones_like(confidence), confidence)
     return label, confidence.clamp(0.0, 1.0)
