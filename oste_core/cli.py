@@ -248,13 +248,15 @@ def _predictions(run: Path, data: Path, device: str, desc: str):
 
 
 def _load_run_and_folder(run: Path, data: Path, device: str):
-    """The run's Predictor and the labelled folder, which must have the run's classes."""
+    """The run's Predictor, refitted with the folder's verified masks and corrections, and the labelled folder,
+    which must have the run's classes."""
     from oste_core.engine.predictor import Predictor
 
     predictor = Predictor.from_run(run, device=device)
     folder = _open(data)
     if predictor.class_names != folder.class_names:
         raise CliError(f"{data}: classes {folder.class_names} differ from the run's {predictor.class_names}")
+    predictor.learn_from_user(folder)
     return predictor, folder
 
 

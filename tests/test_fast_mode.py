@@ -19,6 +19,7 @@ from oste_core.engine.predictor import Predictor
 from oste_core.engine.trainer import Trainer
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.suggestion import make_suggestion
+from oste_core.suggest.fitting import fit_pixel_probe
 
 
 def fast_config(**overrides):
@@ -298,13 +299,14 @@ def test_the_pixel_probe_is_taught_by_the_suggestions_and_verified_masks_teach_i
     target = folder.verified_path(sample)
     target.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mask).save(target)
-    taught = predictor.fit_pixel_probe(open_folder(own_folder), [open_folder(own_folder).samples[0]])
+    taught, teaching = fit_pixel_probe(predictor, open_folder(own_folder), [open_folder(own_folder).samples[0]])
+    assert teaching.stems == [sample.stem] and len(teaching.labels) > 0
     descriptors = predictor._maps(None, sample.image_path)[1]["descriptors"]
     probabilities = taught.probabilities(descriptors, tags)
     seen = probabilities[:, ::2, ::2]  # the cells it learned from (every other one)
     half = seen.shape[2] // 2
     assert float(seen[label][:, :half].min()) > 0.9 and float(seen[0][:, half + 1:].min()) > 0.9
-    assert predictor.fit_pixel_probe(folder, cancel=lambda: True) is None
+    assert fit_pixel_probe(predictor, folder, cancel=lambda: True) is None
 
 
 def test_a_retrain_prunes_stale_cache_files_but_not_another_process_write_in_progress(own_folder, tmp_path):

@@ -42,16 +42,16 @@ from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.maf import MultilevelActivationFusion
-from oste_core.models.modules.maf_refinement import RETEACH_STEPS, labels_on_cam_grid, refine_maps, reteach_affinity
-from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
+from oste_core.models.modules.maf_refinement import refine_maps
+from oste_core.models.modules.pixel_probe import PixelProbe, mix_probabilities, restricted_softmax
 from oste_core.models.modules.suggestion import make_suggestion
-from oste_core.suggest.corrections import load_corrections, user_label_version, user_labels
-from oste_core.suggest.seeds import labels_on_grid, seed_hints
+from oste_core.suggest.corrections import load_corrections
+from oste_core.suggest.seeds import seed_hints
 from oste_core.suggest.teaching import FolderTeaching, TeachingSet
 from oste_core.utils.device import pick_device
 
 log = logging.getLogger(__name__)
-MAPS_CACHE_SIZE = 4  # images whose maps stay in memory: the one being clicked on, and its neighbours
+STATE_CACHE_SIZE = 256  # images whose ImageState stays in memory (about 1.3 MB each at the CPU default)
 
 
 @dataclass
@@ -81,6 +81,27 @@ def _min_max_per_class(cams: torch.Tensor) -> torch.Tensor:
     low = cams.flatten(1).amin(dim=1)[:, None, None]
     high = cams.flatten(1).amax(dim=1)[:, None, None]
     return (cams - low) / (high - low).clamp_min(1e-6)
+
+
+def _at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, h, w) maps at ``size``, bilinear (as they are when already that size)."""
+    return maps.float() if tuple(maps.shape[-2:]) == size else resize_maps(maps.float()[None], size)[0]
+
+
+@dataclass
+class ImageState:
+    """What a refit of the pixel classifier does not change about one image: its pixels, the network's maps (on
+    the feature grid in the fast mode), the enhanced CAM mixed with every class prior but the classifier, the
+    trained classifier's logits, the descriptors in the teaching sample's compact space (a refit's classifier
+    reads them) and what the seeds compare. ``out``: every map, kept only when the MAF refinement needs them."""
+
+    pixels: torch.Tensor  # (1, 3, H, W) uint8
+    maps: dict  # cam, merged_cam, enhanced_cam (K, h, w), seg_logits (K + 1, h, w)
+    priors_mixed: torch.Tensor | None  # (K, h, w) in [0, 1]
+    probe_logits: torch.Tensor | None  # (K + 1, h, w)
+    compact: torch.Tensor | None  # (d, h, w)
+    seed_descriptors: torch.Tensor | None  # (d or C, h, w)
+    out: dict | None
 
 
 def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -121,7 +142,8 @@ class Predictor:
         self._probe_generation = 0  # part of every cache key: a refit predicts anew
         self._cache: OrderedDict[tuple, Prediction] = OrderedDict()
         self._cache_size = cache_size
-        self._maps_cache: OrderedDict[str, tuple] = OrderedDict()  # the last images' maps: a click costs no forward
+        self._states: OrderedDict[str, ImageState] = OrderedDict()  # what a refit does not change, per image
+        self._compact_probe: PixelProbe | None = None  # a refit's classifier, in the teaching sample's space
         self._lock = threading.RLock()
 
     @classmethod
@@ -202,31 +224,24 @@ class Predictor:
             return prediction
 
     def _maps(self, image: np.ndarray, image_path: str | Path | None) -> tuple[torch.Tensor, dict]:
-        """The image as (1, 3, H, W) uint8 and the model's maps at that size (see ``OSTEModel.infer_cams``)."""
+        """The image as (1, 3, H, W) uint8 and the model's maps (see ``OSTEModel.infer_cams``): at that size, or
+        on the feature grid in the fast mode (with the descriptors, last stage and MAF stages the priors read)."""
         if self.feature_cache is None:
             pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(self.device)
             return pixels, self.model.infer_cams(self.model.backbone.normalise(pixels), scales=self.scales, flip=True)
         if image_path is None:
             return self._feature_maps(self.feature_cache.compute(self.feature_cache.working_image(image)))
-        key = self.feature_cache.key(image_path)
-        with self._lock:
-            if key in self._maps_cache:
-                self._maps_cache.move_to_end(key)
-                return self._maps_cache[key]
-            maps = self._maps_cache[key] = self._feature_maps(self.feature_cache.get(image_path))
-            while len(self._maps_cache) > MAPS_CACHE_SIZE:
-                self._maps_cache.popitem(last=False)
-            return maps
+        return self._feature_maps(self.feature_cache.get(image_path))
 
     def _feature_maps(self, features) -> tuple[torch.Tensor, dict]:
-        """``_maps`` from an image's cached backbone features (the fast mode)."""
+        """``_maps`` from an image's cached backbone features (the fast mode), on the feature grid."""
         pixels = features.image_uint8[None].to(self.device)
         size = tuple(pixels.shape[-2:])
         stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)
         out = self.model.forward_features(stages, features.tile_batch(self.device), size)
         maps = {key: out[key] for key in ("cam", "enhanced_cam", "seg_logits")}
         maps["merged_cam"] = out["merged_cam"] if "merged_cam" in out else torch.zeros_like(out["cam"])
-        maps = {key: resize_maps(value.float(), size)[0] for key, value in maps.items()}
+        maps = {key: value[0].float() for key, value in maps.items()}
         maps["descriptors"] = descriptors(stages)  # the co-localisation map and the pixel probe read them
         maps["last_stage"] = stages[-1][0].float()  # the ImageNet prior reads it
         maps["maf_stages"] = self._maf_stages(stages)  # the MAF refinement reads them (a list)
@@ -238,9 +253,10 @@ class Predictor:
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
                  image_path: str | Path | None, corrections: np.ndarray | None = None) -> Prediction:
-        pixels, out = self._maps(image, image_path)
+        state = self._state(image, image_path)
+        pixels = state.pixels
         size = tuple(pixels.shape[-2:])
-        seg_logits = out["seg_logits"].float()
+        seg_logits = _at(state.maps["seg_logits"], size)
         if tags is None:  # unknown tags: take the classes the segmentation branch finds
             seg_all = seg_logits.argmax(0)
             tags = [k for k in range(1, self.num_classes + 1) if (seg_all == k).float().mean() > 0.01]
@@ -252,24 +268,72 @@ class Predictor:
         probs = F.softmax(seg_logits, dim=0)
         confidence, seg = probs.max(dim=0)
         multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
-        cams = self._suggestion_cams(out, list(tags))
+        cams = self._state_cams(state, list(tags))
         pseudo = make_pseudo_labels(cams[None], pixels, multi_hot, self.cfg.model, self.crf)[0]
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, size))
         hints = None
-        if corrections is not None and "descriptors" in out:
-            hints = seed_hints(out["descriptors"], corrections, pseudo.cpu().numpy().astype(np.uint8), size)
+        if corrections is not None and state.seed_descriptors is not None:
+            hints = seed_hints(state.seed_descriptors, corrections, pseudo.cpu().numpy().astype(np.uint8), size)
         kept_pseudo = pseudo if self.cfg.model.use_fbe else None  # without FBE every pixel is "sure"
         suggestion, suggestion_confidence = make_suggestion(seg_logits, cams, pixels[0], list(tags), kept_pseudo,
                                                             self.cfg.model, self.crf, verified, hints)
-        as_np = lambda t: _normalise_per_class(t.float()).cpu().numpy().astype(np.float32)  # noqa: E731
+        as_np = lambda t: _normalise_per_class(_at(t, size)).cpu().numpy().astype(np.float32)  # noqa: E731
+        maps = state.maps
         return Prediction(
-            cam=as_np(out["cam"]), merged_cam=as_np(out["merged_cam"]), enhanced_cam=as_np(out["enhanced_cam"]),
+            cam=as_np(maps["cam"]), merged_cam=as_np(maps["merged_cam"]), enhanced_cam=as_np(maps["enhanced_cam"]),
             pseudo_label=pseudo.to(torch.uint8).cpu().numpy(), seg=seg.to(torch.uint8).cpu().numpy(),
             confidence=confidence.cpu().numpy().astype(np.float32),
             suggestion=suggestion.to(torch.uint8).cpu().numpy(),
             suggestion_confidence=suggestion_confidence.cpu().numpy().astype(np.float32), tags=list(tags),
         )
+
+    def _state(self, image: np.ndarray | None, image_path: str | Path | None) -> ImageState:
+        """The image's ``ImageState``, from the state cache when its features are cached (the fast mode)."""
+        key = self.feature_cache.key(image_path) if self.feature_cache is not None and image_path is not None else None
+        with self._lock:
+            if key in self._states:
+                self._states.move_to_end(key)
+                return self._states[key]
+            pixels, out = self._maps(image, image_path)
+            state = self._make_state(pixels, out)
+            if key is not None:
+                self._states[key] = state
+                while len(self._states) > STATE_CACHE_SIZE:
+                    self._states.popitem(last=False)
+            return state
+
+    def _make_state(self, pixels: torch.Tensor, out: dict) -> ImageState:
+        maps = {key: out[key] for key in ("cam", "merged_cam", "enhanced_cam", "seg_logits")}
+        if "descriptors" not in out:  # multi-scale inference: no priors, no probe, no seeds
+            return ImageState(pixels, maps, None, None, None, None, out=None)
+        if self._refines_maps():  # the MAF refinement reads the stages: keep everything
+            return ImageState(pixels, maps, None, None, None, out["descriptors"], out=out)
+        every_class = list(range(1, self.num_classes + 1))
+        priors_mixed = self._suggestion_cams(out, every_class, use_probe=False)
+        probe_logits = None if self._trained_probe is None else self._trained_probe.logits(out["descriptors"])
+        compact = None
+        if self.teaching is not None:
+            grid = out["descriptors"].shape[1:]
+            compact = self.teaching.teaching.project(out["descriptors"].flatten(1).T).T.reshape(-1, *grid)
+        seeds_read = compact if compact is not None else out["descriptors"]
+        return ImageState(pixels, maps, priors_mixed, probe_logits, compact, seeds_read, out=None)
+
+    def _refines_maps(self) -> bool:
+        return self.maf_refinement is not None and self.cfg.model.suggestion_maf_weight > 0
+
+    def _state_cams(self, state: ImageState, tags: list[int]) -> torch.Tensor:
+        """``_suggestion_cams`` from an image's state: its prior-mixed maps with the current pixel classifier."""
+        if state.priors_mixed is None:
+            return self._suggestion_cams(state.out, tags) if state.out is not None else state.maps["enhanced_cam"]
+        weight = self.cfg.model.pixel_probe_weight
+        if self._compact_probe is not None and state.compact is not None:
+            logits = self._compact_probe.logits(state.compact)
+        else:
+            logits = state.probe_logits
+        if logits is None or weight <= 0 or self.pixel_probe is None:
+            return state.priors_mixed
+        return mix_probabilities(state.priors_mixed, restricted_softmax(logits, tags), tags, weight)
 
     def _restrict(self, seg_logits: torch.Tensor, tags: list[int]) -> torch.Tensor:
         """Segmentation logits with every class but background and ``tags`` at -inf."""
@@ -289,119 +353,29 @@ class Predictor:
                   (self.imagenet_prior, "last_stage", model_cfg.imagenet_prior_weight),
                   (self.pixel_probe if use_probe else None, "descriptors", model_cfg.pixel_probe_weight)]
         priors = [(prior, out[key], weight) for prior, key, weight in priors if prior is not None and weight > 0]
-        if priors:  # maps in [0, 1]: the CAM joins them min-max scaled
-            cams = _min_max_per_class(cams)
+        if priors or (self.pixel_probe is not None and model_cfg.pixel_probe_weight > 0):
+            cams = _min_max_per_class(cams)  # maps in [0, 1]: the CAM joins the priors min-max scaled
         for prior, features, weight in priors:
             cams = prior.mix(cams, features, tags, weight)
-        if use_probe and self.maf_refinement is not None and model_cfg.suggestion_maf_weight > 0 and out.get("maf_stages"):
+        if use_probe and self._refines_maps() and out.get("maf_stages"):
             cams = refine_maps(self.maf_refinement, out["maf_stages"], cams, model_cfg.suggestion_maf_weight)
         return cams
 
-    @torch.no_grad()
-    def fit_pixel_probe(self, folder: LabelledFolder, samples: list[Sample] | None = None,
-                        on_progress: Callable[[int, int], None] | None = None,
-                        cancel: Callable[[], bool] | None = None) -> tuple[PixelProbe, TeachingSet] | None:
-        """Fit the fast mode's folder pixel classifier (``pixel_probe.py``) on the suggestions (without a probe) of
-        ``samples`` (default: the folder's), verified masks included; returns it with the sample it was taught
-        from (``teaching.py``). None if cancelled or nothing to learn."""
-        if self.feature_cache is None:
-            return None
-        samples = folder.samples if samples is None else samples
-        fit = PixelProbeFit(self.num_classes)
-        for done, sample in enumerate(samples, start=1):
-            if cancel is not None and cancel():
-                return None
-            pixels, out = self._maps(None, sample.image_path)
-            verified = self._verified_at(sample, tuple(pixels.shape[-2:]))
-            tags = folder.tag_indices(sample)
-            suggestion, confidence = make_suggestion(self._restrict(out["seg_logits"].float(), tags),
-                                                     self._suggestion_cams(out, tags, use_probe=False), pixels[0],
-                                                     tags, None, self.cfg.model, self.crf, verified)
-            fit.add(out["descriptors"], suggestion, confidence, image=done - 1)
-            if on_progress is not None:
-                on_progress(done, len(samples))
-        probe, kept = fit.result(), fit.sample()
-        if probe is None or kept is None:
-            return None
-        return probe, TeachingSet.from_pixels(*kept, stems=[sample.stem for sample in samples])
-
     def learn_from_user(self, folder: LabelledFolder, stems: list[str] | None = None) -> bool:
-        """Refit the folder pixel classifier with the annotator's verified masks and sparse corrections
-        (``teaching.py``), re-reading only the photos whose files changed (``stems``: those to check; default
-        every photo). True when the classifier changed; False without a teaching sample (not a fast-mode run,
-        or trained before it was kept) or when nothing changed."""
-        if self.teaching is None:
-            return False
-        changed = False
-        for sample in folder.samples if stems is None else [folder.find(stem) for stem in stems]:
-            version = user_label_version(folder.root, sample)
-            if self.teaching.known(sample.stem, version) or (version == (None, None)
-                                                             and sample.stem not in self.teaching.user_stems):
-                continue
-            self.teaching.set_user_pixels(sample.stem, version, *self._user_pixels(folder, sample))
-            changed = True
-        if changed:
-            probe = self.teaching.fit(seed=self.cfg.train.seed) if self.teaching.user_stems else self._trained_probe
-            self.set_pixel_probe(probe)
-        return changed
+        """Refit the folder pixel classifier with the annotator's verified masks and sparse corrections of
+        ``stems`` (default: every image): see ``suggest/fitting.py``. True when the classifier changed."""
+        from oste_core.suggest.fitting import learn_from_user
 
-    def set_pixel_probe(self, probe: PixelProbe | None) -> None:
-        """Use ``probe`` from now on; every cached suggestion is recomputed on its next request."""
+        return learn_from_user(self, folder, stems)
+
+    def set_pixel_probe(self, compact: PixelProbe | None) -> None:
+        """Use a refit's classifier (in the teaching sample's compact space), or None: the trained one again.
+        Every cached suggestion is recomputed on its next request; the images' states stay."""
         with self._lock:
-            self.pixel_probe = probe
+            self._compact_probe = compact
+            self.pixel_probe = self._trained_probe if compact is None else self.teaching.teaching.probe(compact)
             self._probe_generation += 1
             self._cache.clear()
-
-    def _user_pixels(self, folder: LabelledFolder, sample: Sample) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The descriptors and labels of the cells the annotator labelled in one photo (None, None: none)."""
-        features = self.feature_cache.get(sample.image_path)
-        stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)
-        image_descriptors = descriptors(stages)
-        mask, verified = user_labels(folder.root, sample.stem, sample.verified_mask,
-                                     tuple(features.image_uint8.shape[-2:]), self.num_classes)
-        if mask is None:
-            return None, None
-        cells = torch.from_numpy(labels_on_grid(mask, tuple(image_descriptors.shape[1:]),
-                                                min_share=0.5 if verified else 0.01)).long()
-        keep = cells != UNSURE
-        return image_descriptors[:, keep].T, cells[keep]
-
-    @torch.no_grad()
-    def teach_maf_refinement(self, folder: LabelledFolder, samples: list[Sample] | None = None,
-                             on_progress: Callable[[int, int], None] | None = None,
-                             cancel: Callable[[], bool] | None = None) -> MultilevelActivationFusion | None:
-        """A copy of the run's MAF re-taught on FBE's pseudo-labels of the suggestion's maps of ``samples`` (default:
-        the folder's), verified masks winning (``maf_refinement.py``); ``on_progress`` counts the images, then the
-        optimiser steps. None without the fast mode or MAF, if cancelled or with nothing to learn."""
-        if self.feature_cache is None or self.model.maf is None:
-            return None
-        samples = folder.samples if samples is None else samples
-        steps = RETEACH_STEPS
-        labels = []
-        for done, sample in enumerate(samples, start=1):
-            if cancel is not None and cancel():
-                return None
-            pixels, out = self._maps(None, sample.image_path)
-            tags = folder.tag_indices(sample)
-            multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
-            pseudo = make_pseudo_labels(self._suggestion_cams(out, tags)[None], pixels, multi_hot, self.cfg.model,
-                                        self.crf)[0]
-            verified = self._verified_at(sample, tuple(pixels.shape[-2:]))
-            if verified is not None:
-                verified = verified.to(pseudo.device).long()
-                pseudo = torch.where(verified != UNSURE, verified, pseudo)
-            grid = tuple(out["maf_stages"][-1].shape[-2:])
-            labels.append(labels_on_cam_grid(pseudo.cpu(), grid))
-            if on_progress is not None:
-                on_progress(done, len(samples) + steps)
-
-        def stage_features(index: int) -> list[torch.Tensor]:
-            features = self.feature_cache.get(samples[index].image_path)
-            return self._maf_stages(features.stage_list(len(self.model.backbone.stage_channels), self.device))
-
-        on_step = None if on_progress is None else lambda step, _: on_progress(len(samples) + step, len(samples) + steps)
-        return reteach_affinity(self.model.maf, labels, stage_features, steps=steps, seed=self.cfg.train.seed,
-                                cancel=cancel, on_step=on_step)
 
     def predict_sample(self, folder: LabelledFolder, sample: Sample) -> Prediction:
         """Load one sample of a folder (downscaled to the run's max side) and predict it, its verified mask

@@ -40,6 +40,7 @@ from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.pixel_probe import PixelProbe
+from oste_core.suggest.fitting import fit_pixel_probe, teach_maf_refinement
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import device_description, pick_device
@@ -687,8 +688,8 @@ class Trainer:
         start = time.perf_counter()
         was_training = model.training
         predictor = self._fast_predictor(model, colocalisation, imagenet_prior)
-        fitted = predictor.fit_pixel_probe(self.folder, self._usable, cancel=lambda: self.cancelled,
-                                           on_progress=self._pass_progress("probe", "pixel classifier: suggestion", start))
+        fitted = fit_pixel_probe(predictor, self.folder, self._usable, cancel=lambda: self.cancelled,
+                                 on_progress=self._pass_progress("probe", "pixel classifier: suggestion", start))
         model.train(was_training)
         if fitted is None:
             return None
@@ -708,8 +709,8 @@ class Trainer:
         start = time.perf_counter()
         was_training = model.training
         predictor = self._fast_predictor(model, colocalisation, imagenet_prior, pixel_probe)
-        refinement = predictor.teach_maf_refinement(
-            self.folder, self._usable, cancel=lambda: self.cancelled,
+        refinement = teach_maf_refinement(
+            predictor, self.folder, self._usable, cancel=lambda: self.cancelled,
             on_progress=self._pass_progress("affinity", "MAF affinity: pseudo-labels, then steps", start))
         model.train(was_training)
         if refinement is None:

@@ -289,7 +289,9 @@ def export_folder(
     """Export every sample of ``folder`` (see the module docstring for ``what``).
 
     ``predictor`` (of the folder's classes) is needed unless ``what == "verified"``, which exports
-    only the images that have a verified mask.
+    only the images that have a verified mask; it is first refitted with the folder's verified masks and
+    sparse corrections (``Predictor.learn_from_user``), which are part of the suggestions, never exported as
+    verified masks.
     A verified mask is exported at its own resolution; with ``prefer_verified`` it replaces the
     prediction. ``on_prediction(sample, prediction)`` sees each prediction made (e.g. to write
     CAMs). Unreadable images or masks are skipped and listed in the summary.
@@ -298,6 +300,8 @@ def export_folder(
         raise ValueError(f"unknown mask source {what!r}; choose from {', '.join(SOURCES)}")
     if what != "verified" and predictor is None:
         raise ValueError(f"exporting {what} masks needs a trained run; without one, export the verified masks only")
+    if predictor is not None:
+        predictor.learn_from_user(folder)  # the suggestions follow every verified mask and correction
     formats = check_formats(formats)
     out_dir = Path(out_dir)
     jobs = [(s, verified_file(folder, s)) for s in folder.samples]

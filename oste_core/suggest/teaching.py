@@ -109,7 +109,8 @@ class FolderTeaching:
         return sorted(self._user)
 
     def fit(self, seed: int = 0) -> PixelProbe | None:
-        """The classifier taught by the suggestion pixels of the photos without annotator pixels, and by those."""
+        """The classifier, in the compact space (``TeachingSet.probe`` turns it into one on the descriptors),
+        taught by the suggestion pixels of the photos without annotator pixels, and by those."""
         teaching = self.teaching
         corrected = torch.tensor([stem in self._user for stem in teaching.stems] + [False])
         keep = ~corrected[teaching.images.long()]
@@ -117,5 +118,4 @@ class FolderTeaching:
         for _, features, labels in self._user.values():
             parts.append((features, labels, torch.full((len(labels),), self.user_weight)))
         features, labels, weight = (torch.cat(column) for column in zip(*parts))
-        compact = fit_probe(features, labels, self.num_classes, pixel_weight=weight, seed=seed)
-        return None if compact is None else teaching.probe(compact)
+        return fit_probe(features, labels, self.num_classes, pixel_weight=weight, seed=seed)

@@ -37,26 +37,38 @@ class PixelProbe:
     def from_state(cls, state: dict) -> "PixelProbe":
         return cls(*(state[key].float() for key in ("mean", "std", "weight", "bias")))
 
+    def logits(self, image_descriptors: Tensor) -> Tensor:
+        """``(K + 1, h, w)`` logits over [background, classes] of descriptors ``(C, h, w)``."""
+        device = image_descriptors.device
+        flat = (image_descriptors.float().flatten(1).T - self.mean.to(device)) / self.std.to(device)
+        logits = torch.addmm(self.bias.to(device), flat, self.weight.to(device).T)
+        return logits.T.reshape(-1, *image_descriptors.shape[1:])
+
     def probabilities(self, image_descriptors: Tensor, tags: list[int]) -> Tensor:
         """``(K + 1, h, w)`` softmax over background and ``tags`` (other classes 0) of descriptors ``(C, h, w)``."""
-        device = image_descriptors.device
-        flat = (image_descriptors.flatten(1).T - self.mean.to(device)) / self.std.to(device)
-        logits = torch.addmm(self.bias.to(device), flat, self.weight.to(device).T)
-        allowed = torch.zeros(self.weight.shape[0], dtype=torch.bool, device=device)
-        allowed[[0, *tags]] = True
-        logits = logits.masked_fill(~allowed, float("-inf"))
-        return logits.softmax(dim=1).T.reshape(-1, *image_descriptors.shape[1:])
+        return restricted_softmax(self.logits(image_descriptors), tags)
 
     def mix(self, cams: Tensor, image_descriptors: Tensor, tags: list[int], weight: float) -> Tensor:
         """``cams`` (K, H, W), each scaled to [0, 1], with each tag replaced by
         ``(1 - weight) * cam + weight * its probability scaled to a peak of 1``."""
-        probabilities = self.probabilities(image_descriptors, tags)
-        probabilities = F.interpolate(probabilities[None], size=cams.shape[-2:], mode="bilinear", align_corners=False)[0]
-        mixed = cams.clone()
-        for class_index in dict.fromkeys(tags):
-            probability = probabilities[class_index].to(cams.device)
-            mixed[class_index - 1] = (1.0 - weight) * cams[class_index - 1] + weight * probability / probability.max().clamp_min(1e-6)
-        return mixed
+        return mix_probabilities(cams, self.probabilities(image_descriptors, tags), tags, weight)
+
+
+def restricted_softmax(logits: Tensor, tags: list[int]) -> Tensor:
+    """The softmax over channel 0 (background) and ``tags`` of ``logits`` (K + 1, h, w); other channels 0."""
+    allowed = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    allowed[[0, *tags]] = True
+    return logits.masked_fill(~allowed[:, None, None], float("-inf")).softmax(dim=0)
+
+
+def mix_probabilities(cams: Tensor, probabilities: Tensor, tags: list[int], weight: float) -> Tensor:
+    """``PixelProbe.mix`` from the classifier's probabilities ``(K + 1, h, w)``."""
+    probabilities = F.interpolate(probabilities[None], size=cams.shape[-2:], mode="bilinear", align_corners=False)[0]
+    mixed = cams.clone()
+    for class_index in dict.fromkeys(tags):
+        probability = probabilities[class_index].to(cams.device)
+        mixed[class_index - 1] = (1.0 - weight) * cams[class_index - 1] + weight * probability / probability.max().clamp_min(1e-6)
+    return mixed
 
 
 class PixelProbeFit:
