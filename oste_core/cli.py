@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the paper's schedule even without a GPU (10 000 iterations at crop 321: days on a CPU); "
                         "by default a CPU trains with the GUI's CPU preset")
 
-    p = sub.add_parser("update", help="continue a trained run for a short budget, verified masks as full supervision")
+    p = sub.add_parser("update", help="continue a trained run for a short budget, with the verified masks and "
+                                      "corrections/ as supervision")
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--budget", type=float, default=45.0, help="seconds of training (default 45)")

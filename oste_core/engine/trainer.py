@@ -27,19 +27,20 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, defa
 
 from oste_core import __version__
 from oste_core.config import OSTEConfig
-from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset, load_mask, open_folder, seed_worker,
+from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset, open_folder, seed_worker,
                              validate_images)
 from oste_core.engine import distributed as dist_utils
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
-from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
+from oste_core.labels import UNSURE, tags_multi_hot
 from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.pixel_probe import PixelProbe
+from oste_core.suggest.corrections import has_user_labels, user_labels
 from oste_core.suggest.fitting import fit_pixel_probe, teach_maf_refinement
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
@@ -131,21 +132,22 @@ def loader_workers_available() -> int:
     return max(cores - 1, 0)
 
 
-class VerifiedMasks:
-    """Verified masks of a folder at a given size (nearest), loaded once; labels past the classes become 255."""
+class UserMasks:
+    """The annotator's masks of a folder at a given size (nearest), loaded once: a verified mask (full
+    supervision) or sparse corrections (their pixels override the pseudo-label); labels past the classes
+    become 255."""
 
     def __init__(self, folder: LabelledFolder) -> None:
         self.folder = folder
-        self._masks: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
+        self._masks: dict[tuple[str, tuple[int, int]], tuple[np.ndarray, bool] | None] = {}
 
-    def get(self, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
-        if sample.verified_mask is None:
-            return None
+    def get(self, sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, bool] | None:
+        """``(mask, is_verified)`` or None when the image has neither."""
         key = (sample.stem, size)
         if key not in self._masks:
-            mask = load_mask(sample.verified_mask, shape=size)
-            clean_labels(mask, self.folder.num_classes)
-            self._masks[key] = mask
+            mask, verified = user_labels(self.folder.root, sample.stem, sample.verified_mask, size,
+                                         self.folder.num_classes)
+            self._masks[key] = None if mask is None else (mask, verified)
         return self._masks[key]
 
 
@@ -320,8 +322,9 @@ class Trainer:
                                    device=device)
         amp_dtype = torch.bfloat16 if (use_cuda and t.amp and torch.cuda.is_bf16_supported()) else None
         mode = "fast mode (frozen backbone, cached features)" if t.freeze_backbone else "full fine-tuning"
-        verified = sum(sample.verified_mask is not None for sample in folder.samples)
-        what = f"updating for {update_budget_s:.0f} s with {verified} verified mask(s)" if updating else "training"
+        corrected = sum(has_user_labels(folder.root, sample) for sample in folder.samples)
+        what = (f"updating for {update_budget_s:.0f} s with {corrected} verified or corrected image(s)" if updating
+                else "training")
         end_iter = start_iter if updating else t.iters
         self._emit(TrainEvent(
             "start", start_iter, end_iter,
@@ -397,11 +400,11 @@ class Trainer:
 
     def _batch_indices(self, folder: LabelledFolder, updating: bool) -> Iterator[list[int]]:
         """Sample indices of each fast-mode (or update) batch: a seeded shuffle, epoch after epoch; an
-        update puts the verified images first (up to half of the batch, in rotation)."""
+        update puts the images with verified masks or corrections first (up to half of the batch, in rotation)."""
         t = self.cfg.train
         generator = torch.Generator().manual_seed(t.seed)
         count = len(folder.samples)
-        verified = [i for i, s in enumerate(folder.samples) if s.verified_mask is not None] if updating else []
+        verified = [i for i, s in enumerate(folder.samples) if has_user_labels(folder.root, s)] if updating else []
         quota = min(len(verified), max(1, t.batch // 2)) if verified else 0
         order: list[int] = []
         turn = 0
@@ -423,7 +426,7 @@ class Trainer:
         cache = self.feature_cache = FeatureCache(self.run_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
                                                   cfg.train.max_side, device)
         usable = self._usable = self._cache_features(cache, folder)
-        masks = VerifiedMasks(folder)
+        masks = UserMasks(folder)
         batches = self._batch_indices(dataclasses.replace(folder, samples=usable), updating)
         stage_count = len(model.backbone.stage_channels)
 
@@ -448,12 +451,13 @@ class Trainer:
                     losses = warmup_losses(out, batch["tags"], cfg.loss)
                 else:
                     with torch.no_grad():
-                        mask = masks.get(sample, size)
-                        if mask is None:
+                        found = masks.get(sample, size)
+                        if found is None or not found[1]:
                             pseudo = make_pseudo_labels(out["enhanced_cam"].detach().float(), image, batch["tags"],
                                                         cfg.model, crf)
-                        else:
-                            pseudo = torch.from_numpy(mask).long()[None].to(device)
+                        if found is not None:  # a verified mask replaces the pseudo-label, corrections override it
+                            user = torch.from_numpy(found[0]).long()[None].to(device)
+                            pseudo = user if found[1] else torch.where(user != UNSURE, user, pseudo)
                     losses = compute_losses(out, batch, pseudo, cfg.loss, max(iteration, cfg.loss.seg_warmup_iters))
                     unsure += int((pseudo == UNSURE).sum())
                     pixels += pseudo.numel()

@@ -71,3 +71,8 @@ def user_label_version(folder_root: str | Path, sample) -> tuple[int | None, int
     verified = sample.verified_mask or Path(folder_root) / VERIFIED_DIR / f"{sample.stem}.png"
     corrections = corrections_path(folder_root, sample.stem)
     return tuple(path.stat().st_mtime_ns if path.is_file() else None for path in (verified, corrections))
+
+
+def has_user_labels(folder_root: str | Path, sample) -> bool:
+    """True when the sample has a verified mask or a corrections file."""
+    return any(version is not None for version in user_label_version(folder_root, sample))
