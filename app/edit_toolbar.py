@@ -77,7 +77,8 @@ class EditToolbar(QToolBar):
         self._unsure = QAction(icon("mdi6.texture-box"), "Mark unsure (255)", self)
         self._unsure.setCheckable(True)
         self._unsure.setShortcut(QKeySequence("U"))
-        self._unsure.setToolTip("Paint 'unsure' (255, ignored in training) instead of the class (U)")
+        self._unsure.setToolTip("Paint 'unsure' (255, ignored in training) instead of the class (U); on an image "
+                                "that is not verified it removes corrections")
         self._unsure.toggled.connect(lambda _c: self.paintValueChanged.emit(self.paint_value()))
         self.addAction(self._unsure)
 
@@ -89,7 +90,8 @@ class EditToolbar(QToolBar):
                                                      self.acceptSuggestionRequested)
         self.accept_action = self._button("fa5s.file-import", "Accept pseudo-label (unsure pixels stay unsure)",
                                           QKeySequence("Ctrl+Shift+A"), self.acceptPseudoRequested)
-        self.save_action = self._button("fa5s.save", "Save verified mask", QKeySequence.StandardKey.Save,
+        self.save_action = self._button("fa5s.save", "Save verified mask (not verified yet: the suggestion with "
+                                        "your corrections)", QKeySequence.StandardKey.Save,
                                         self.saveRequested)
         self.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
         self.set_history(False, False)
