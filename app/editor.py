@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -88,15 +89,18 @@ class EditorControl(QObject):
             self._window.canvas.refresh_mask()
             self._on_mask_edited()
 
-    def _take(self, layer: str, title: str) -> bool:
+    def _take(self, layer: str, title: str, or_background: bool = False) -> bool:
         """Replace the mask with the prediction's ``layer`` (with the corrections over it on a corrections
-        document, which becomes a full mask) as one undoable step; False when there is no prediction."""
+        document, which becomes a full mask) as one undoable step; without a prediction, background when
+        ``or_background``, else False."""
         window, doc = self._window, self._window.canvas.document()
         prediction = window.project.prediction(window.current_stem())
-        if doc is None or prediction is None:
+        if doc is None or (prediction is None and not or_background):
             window.report(f"no {title} for this image yet (train a model, or wait for inference)")
             return False
-        if doc.set_all(doc.shown(resize_to(getattr(prediction, layer), doc.shape, nearest=True)), sparse=False):
+        labels = (np.zeros(doc.shape, np.uint8) if prediction is None
+                  else resize_to(getattr(prediction, layer), doc.shape, nearest=True))
+        if doc.set_all(doc.shown(labels), sparse=False):
             window.canvas.refresh_mask()
             self._on_mask_edited()
         return True
@@ -115,9 +119,10 @@ class EditorControl(QObject):
 
     def save_current(self) -> bool:
         """Save the current mask to ``verified/<stem>.png`` (asks before replacing a changed file); a
-        corrections document saves the suggestion with its corrections (accepted as one undoable step)."""
+        corrections document saves the suggestion with its corrections (accepted as one undoable step; with
+        no suggestion yet, the corrections over background)."""
         stem, doc = self._window.current_stem(), self._window.canvas.document()
-        if not stem or doc is None or (doc.sparse and not self._take("suggestion", "suggestion")):
+        if not stem or doc is None or (doc.sparse and not self._take("suggestion", "suggestion", or_background=True)):
             return False
         if not self.save(stem):
             return False

@@ -267,7 +267,8 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
 def test_brush_undo_redo_save_and_edits_survive_switching_images(
     window: MainWindow, project_dir: Path, qtbot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Driven with the labelme-style shortcuts: B, F, Ctrl+Z, Ctrl+Shift+Z, D, A, Ctrl+S."""
+    """Driven with the labelme-style shortcuts: B, F, Ctrl+Z, Ctrl+Shift+Z, D, A, Ctrl+S. The images are not
+    verified and there is no model: strokes are corrections, Ctrl+S saves them over background."""
     window.open_folder(project_dir)
     canvas, toolbar = window.canvas, window.edit_toolbar
     canvas.setFocus()
@@ -281,27 +282,34 @@ def test_brush_undo_redo_save_and_edits_survive_switching_images(
     drag(qtbot, canvas, (10, 32), (50, 32))
     doc = canvas.document()
     painted = doc.mask.copy()
-    assert (painted[32, 10:51] == tag).all() and (painted[20] == 0).all()
+    assert doc.sparse and (painted[32, 10:51] == tag).all() and (painted[20] == UNSURE).all()
     assert not np.array_equal(grab_array(canvas), before)
-    assert toolbar.undo_action.isEnabled() and window.image_list.entry("demo_0000").unsaved
+    corrections = project_dir / "corrections" / "demo_0000.png"
+    np.testing.assert_array_equal(load_mask(corrections), painted)  # saved at once
+    assert toolbar.undo_action.isEnabled() and not window.image_list.entry("demo_0000").unsaved
 
     qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-    assert (doc.mask == 0).all() and toolbar.redo_action.isEnabled()
+    assert (doc.mask == UNSURE).all() and toolbar.redo_action.isEnabled() and not corrections.exists()
     qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     np.testing.assert_array_equal(doc.mask, painted)
+    np.testing.assert_array_equal(load_mask(corrections), painted)
 
     qtbot.keyClick(canvas, Qt.Key.Key_D)
-    assert window.current_stem() == "demo_0001" and not canvas.document().mask.any()
+    assert window.current_stem() == "demo_0001" and (canvas.document().mask == UNSURE).all()
     qtbot.keyClick(canvas, Qt.Key.Key_A)
-    assert window.current_stem() == "demo_0000" and canvas.document() is doc
-    np.testing.assert_array_equal(doc.mask, painted)
+    assert window.current_stem() == "demo_0000"
+    doc = canvas.document()
+    np.testing.assert_array_equal(doc.mask, painted)  # read back from corrections/
 
+    qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)  # no suggestion: over background
+    verified = project_dir / "verified" / "demo_0000.png"
+    assert not doc.sparse and doc.mask[20, 5] == 0 and doc.mask[32, 30] == tag
+    np.testing.assert_array_equal(load_mask(verified), doc.mask)
     toolbar.set_unsure(True)
     qtbot.keyClick(canvas, Qt.Key.Key_F)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=canvas.to_widget(2.5, 2.5).toPoint())
     assert doc.mask[2, 2] == UNSURE and doc.mask[32, 30] == tag
     qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
-    verified = project_dir / "verified" / "demo_0000.png"
     np.testing.assert_array_equal(load_mask(verified), doc.mask)
     entry = window.image_list.entry("demo_0000")
     assert entry.status == "verified" and not entry.unsaved
@@ -391,13 +399,16 @@ def test_close_asks_about_unsaved_edits_and_settings_are_remembered(
 ) -> None:
     window.open_folder(project_dir)
     window.edit_toolbar.set_tool(Tool.BRUSH)
-    drag(qtbot, window.canvas, (5, 5), (20, 20))
+    drag(qtbot, window.canvas, (5, 5), (20, 20))  # a correction, saved at once
+    assert window.editor.save_current()  # now a verified mask: its edits wait for Ctrl+S
+    drag(qtbot, window.canvas, (5, 40), (20, 40))
+    doc = window.canvas.document()
     questions = Questions(monkeypatch, Button.Cancel)
     assert not window.close() and window.isVisible()
     assert "unsaved edits" in questions.asked[0]
     questions.answer = Button.SaveAll
     assert window.close()
-    assert (project_dir / "verified" / "demo_0000.png").exists()
+    np.testing.assert_array_equal(load_mask(project_dir / "verified" / "demo_0000.png"), doc.mask)
 
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     assert Path(settings.value("lastFolder")) == project_dir.resolve()
