@@ -456,6 +456,9 @@ def test_help_menu_lists_every_shortcut_once_and_explains_the_layers(window: Mai
     texts = [label.text() for label in dialog.legend.findChildren(QLabel)]
     assert any(t.startswith("Hatching") and "unsure" in t for t in texts)
     assert any("background" in t for t in texts)
+    assert any(t.startswith("Corrections") and "layer 9" in t for t in texts)
+    assert rows["Layer 9: Corrections"] == "9" and "suggestion with your corrections" in next(
+        text for text in rows if text.startswith("Save verified mask"))
     assert any(t.startswith(f"{name}: class {i}") for i, name in enumerate(window.project.class_names, 1) for t in texts)
 
 
