@@ -15,7 +15,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
@@ -29,7 +28,7 @@ from oste_core.export import export_folder  # noqa: E402
 from oste_core.labels import UNSURE  # noqa: E402
 from oste_core.suggest.corrections import corrections_path  # noqa: E402
 from test_fast_mode import fast_config  # noqa: E402
-from test_gui_app import Questions, drag  # noqa: E402
+from test_gui_app import Questions, drag, one_torch_thread  # noqa: E402, F401 - one intra-op thread (autouse)
 
 Button = QMessageBox.StandardButton
 
@@ -37,7 +36,6 @@ Button = QMessageBox.StandardButton
 @pytest.fixture(scope="module")
 def trained_project(demo_folder: Path, tmp_path_factory) -> Path:
     """The demo folder with one finished fast-mode run in ``runs/`` (trained once)."""
-    torch.set_num_threads(1)
     root = Path(shutil.copytree(demo_folder, tmp_path_factory.mktemp("corr") / "project"))
     Trainer(fast_config(**{"train.iters": 2}), root, root / "runs" / "20260101-000000").run()
     return root
