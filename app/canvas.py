@@ -13,7 +13,7 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPen, QWheelEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from app.style import label_rgba, rgb_image, rgba_image
+from app.style import corrections_rgba, label_rgba, rgb_image, rgba_image
 from oste_core.editing import DEFAULT_TOLERANCE, MaskDocument
 
 BACKDROP = QColor(48, 48, 52)
@@ -49,6 +49,7 @@ class Canvas(QWidget):
         self._mask_rgba: np.ndarray | None = None
         self._mask_image: QImage | None = None
         self._document: MaskDocument | None = None
+        self._suggestion: np.ndarray | None = None  # (H, W) labels under a corrections document, for the fills
         self._message = "Open a folder to start (File > Open folder, or oste-gui --demo)"
         self._opacity = 0.55
         self._mask_visible = True
@@ -107,18 +108,28 @@ class Canvas(QWidget):
         self._document = document
         self.refresh_mask()
 
+    def set_suggestion(self, labels: np.ndarray | None) -> None:
+        """The suggestion (H, W) a corrections document is drawn over: the fills follow what the user sees."""
+        self._suggestion = labels
+
     def refresh_mask(self, box: tuple[int, int, int, int] | None = None) -> None:
-        """Re-render the mask colours, all of it or only ``box`` = (y0, y1, x0, x1)."""
+        """Re-render the mask colours, all of it or only ``box`` = (y0, y1, x0, x1); a corrections
+        document leaves "no correction" clear, so the suggestion shows through."""
         doc = self._document
         if doc is None:
             self._mask_rgba, self._mask_image = None, None
         elif box is None or self._mask_rgba is None or self._mask_rgba.shape[:2] != doc.shape:
-            self._mask_rgba = np.ascontiguousarray(label_rgba(doc.mask))
+            self._mask_rgba = np.ascontiguousarray(self._render(doc.mask))
             self._mask_image = self._wrap(self._mask_rgba)
         else:
             y0, y1, x0, x1 = box
-            self._mask_rgba[y0:y1, x0:x1] = label_rgba(doc.mask[y0:y1, x0:x1], origin=(y0, x0))
+            self._mask_rgba[y0:y1, x0:x1] = self._render(doc.mask[y0:y1, x0:x1], (y0, x0))
         self.update()
+
+    def _render(self, labels: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+        if self._document is not None and self._document.sparse:
+            return corrections_rgba(labels, origin)
+        return label_rgba(labels, origin=origin)
 
     @staticmethod
     def _wrap(rgba: np.ndarray) -> QImage:
@@ -269,11 +280,12 @@ class Canvas(QWidget):
             self._stroke_last = point
             self._paint_segment(point, point)
         elif self._tool is Tool.FILL:
-            changed = self._document.flood_fill(int(np.floor(point.x())), int(np.floor(point.y())), self._value)
+            changed = self._document.flood_fill(int(np.floor(point.x())), int(np.floor(point.y())), self._value,
+                                                suggestion=self._suggestion)
             self._after_edit(changed)
         elif self._tool is Tool.COLOR_FILL:
             changed = self._document.color_fill(self._rgb, int(np.floor(point.x())), int(np.floor(point.y())),
-                                                self._value, self._tolerance)
+                                                self._value, self._tolerance, suggestion=self._suggestion)
             self._after_edit(changed)
         elif self._tool is Tool.POLYGON:
             if len(self._polygon) >= 3 and self._near_first_vertex(pos):

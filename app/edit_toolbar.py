@@ -16,7 +16,7 @@ TOOLS: list[tuple[Tool, str, str, str]] = [
     (Tool.PAN, "Pan", "fa5s.hand-paper", "H"),
     (Tool.BRUSH, "Brush", "fa5s.paint-brush", "B"),
     (Tool.ERASER, "Eraser (paints background)", "fa5s.eraser", "E"),
-    (Tool.FILL, "Flood fill (a region of the mask)", "fa5s.fill-drip", "F"),
+    (Tool.FILL, "Flood fill (a region of the labels shown)", "fa5s.fill-drip", "F"),
     (Tool.COLOR_FILL, "Similar-colour fill (the image region around the click)", "mdi6.magic-staff", "W"),
     (Tool.POLYGON, "Polygon fill (click vertices; Enter or double-click closes)", "fa5s.draw-polygon", "P"),
 ]
@@ -74,10 +74,11 @@ class EditToolbar(QToolBar):
         self._classes.setToolTip("The class the brush, fill and polygon paint (the image's tags plus background)")
         self._classes.currentIndexChanged.connect(lambda _i: self.paintValueChanged.emit(self.paint_value()))
         self.addWidget(self._classes)
-        self._unsure = QAction(icon("mdi6.texture-box"), "Mark unsure (255)", self)
+        self._unsure = QAction(icon("mdi6.texture-box"), "Mark unsure (255; not verified yet: remove corrections)", self)
         self._unsure.setCheckable(True)
         self._unsure.setShortcut(QKeySequence("U"))
-        self._unsure.setToolTip("Paint 'unsure' (255, ignored in training) instead of the class (U)")
+        self._unsure.setToolTip("Paint 'unsure' (255, ignored in training) instead of the class (U); on an image "
+                                "that is not verified it removes corrections")
         self._unsure.toggled.connect(lambda _c: self.paintValueChanged.emit(self.paint_value()))
         self.addAction(self._unsure)
 
@@ -89,7 +90,8 @@ class EditToolbar(QToolBar):
                                                      self.acceptSuggestionRequested)
         self.accept_action = self._button("fa5s.file-import", "Accept pseudo-label (unsure pixels stay unsure)",
                                           QKeySequence("Ctrl+Shift+A"), self.acceptPseudoRequested)
-        self.save_action = self._button("fa5s.save", "Save verified mask", QKeySequence.StandardKey.Save,
+        self.save_action = self._button("fa5s.save", "Save verified mask (not verified yet: the suggestion with "
+                                        "your corrections)", QKeySequence.StandardKey.Save,
                                         self.saveRequested)
         self.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
         self.set_history(False, False)

@@ -2,17 +2,20 @@
 pseudo-label, save verified masks (asking before replacing a file changed on disk), and what to do
 with unsaved masks before leaving a folder or quitting.
 
-Ctrl+Z undoes the mask edit, or the tag change when the Tags panel has the focus.
+Ctrl+Z undoes the mask edit, or the tag change when the Tags panel has the focus. On an image that is
+not verified the document holds the corrections (``app.corrections`` saves each stroke); accepting
+and Ctrl+S take what the user sees there, the suggestion with the corrections over it.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.style import resize_to
-from oste_core.editing import VerifiedMaskConflict
+from oste_core.editing import ChangedOnDisk
 
 if TYPE_CHECKING:
     from app.main_window import MainWindow
@@ -25,6 +28,7 @@ class EditorControl(QObject):
 
     maskChanged = Signal()  # the current document changed (edit, undo, redo, accept)
     userSaved = Signal(str)  # stem whose verified mask the user saved (Ctrl+S / the Save button)
+    # (maskChanged also follows each saved correction stroke: the corrections controller saves it)
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
@@ -85,17 +89,25 @@ class EditorControl(QObject):
             self._window.canvas.refresh_mask()
             self._on_mask_edited()
 
-    def _accept(self, layer: str, title: str) -> None:
-        """Replace the mask with the prediction's ``layer`` as one undoable step."""
+    def _take(self, layer: str, title: str, or_background: bool = False) -> bool:
+        """Replace the mask with the prediction's ``layer`` (with the corrections over it on a corrections
+        document, which becomes a full mask) as one undoable step; without a prediction, background when
+        ``or_background``, else False."""
         window, doc = self._window, self._window.canvas.document()
         prediction = window.project.prediction(window.current_stem())
-        if doc is None or prediction is None:
+        if doc is None or (prediction is None and not or_background):
             window.report(f"no {title} for this image yet (train a model, or wait for inference)")
-            return
-        if doc.set_all(resize_to(getattr(prediction, layer), doc.shape, nearest=True)):
+            return False
+        labels = (np.zeros(doc.shape, np.uint8) if prediction is None
+                  else resize_to(getattr(prediction, layer), doc.shape, nearest=True))
+        if doc.set_all(doc.shown(labels), sparse=False):
             window.canvas.refresh_mask()
             self._on_mask_edited()
-        window.report(f"{window.current_stem()}: {title} accepted (Ctrl+Z undoes it, Ctrl+S saves it)")
+        return True
+
+    def _accept(self, layer: str, title: str) -> None:
+        if self._take(layer, title):
+            self._window.report(f"{self._window.current_stem()}: {title} accepted (Ctrl+Z undoes it, Ctrl+S saves it)")
 
     def accept_pseudo_label(self) -> None:
         """Replace the mask with the current pseudo-label (undoable; unsure pixels stay 255)."""
@@ -106,28 +118,33 @@ class EditorControl(QObject):
         self._accept("suggestion", "suggestion")
 
     def save_current(self) -> bool:
-        """Save the current mask to ``verified/<stem>.png`` (asks before replacing a changed file)."""
-        stem = self._window.current_stem()
-        if not stem or self._window.canvas.document() is None or not self.save(stem):
+        """Save the current mask to ``verified/<stem>.png`` (asks before replacing a changed file); a
+        corrections document saves the suggestion with its corrections (accepted as one undoable step; with
+        no suggestion yet, the corrections over background)."""
+        stem, doc = self._window.current_stem(), self._window.canvas.document()
+        if not stem or doc is None or (doc.sparse and not self._take("suggestion", "suggestion", or_background=True)):
+            return False
+        if not self.save(stem):
             return False
         self.userSaved.emit(stem)
         return True
 
     def save(self, stem: str) -> bool:
-        """Save one image's document; False when the user kept the file on disk or writing failed."""
+        """Save one image's document (its verified mask, or its corrections); False when the user kept the
+        file on disk or writing failed."""
         window = self._window
         try:
             path = window.project.save_document(stem)
-        except VerifiedMaskConflict as exc:
-            answer = window.ask("Verified mask changed on disk", f"{exc}\n\nOverwrite it with your edits?",
+        except ChangedOnDisk as exc:
+            answer = window.ask("Mask changed on disk", f"{exc}\n\nOverwrite it with your edits?",
                                 Button.Yes | Button.No, Button.No)
             if answer != Button.Yes:
                 return False
             path = window.project.save_document(stem, force=True)
         except (OSError, ValueError) as exc:
-            window.show_error("Save failed", f"{stem}: cannot save the verified mask ({exc})")
+            window.show_error("Save failed", f"{stem}: cannot save the mask ({exc})")
             return False
-        window.report(f"saved {path}")
+        window.report(f"saved {path}" if path is not None else f"{stem}: no correction left, its corrections file removed")
         return True
 
     def resolve_unsaved(self, doing: str) -> bool:

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.style import heatmap_rgba, label_rgba, rgba_image
+from app.style import corrections_rgba, heatmap_rgba, label_rgba, rgba_image
 from oste_core.labels import BACKGROUND, UNSURE
 
 MOUSE_HINTS: list[tuple[str, str]] = [
@@ -63,6 +63,10 @@ def legend_rows(class_names: list[str]) -> list[tuple[np.ndarray, str]]:
         (label_rgba(patch + BACKGROUND, background_alpha=150),
          "Darkened: background (0) in the suggestion, pseudo-label, segmentation and ground truth layers "
          "(in your edited mask, background is left clear)"),
+        (corrections_rgba(np.where(np.eye(SWATCH, dtype=bool) | np.eye(SWATCH, dtype=bool)[::-1], 1, UNSURE)
+                          .astype(np.uint8)),
+         "Corrections (on an image that is not verified): your strokes in class colours over the suggestion, "
+         "background strokes darkened, the rest clear (no correction); layer 9 shows them alone"),
         (heatmap_rgba(np.tile(np.linspace(0, 1, SWATCH, dtype=np.float32), (SWATCH, 1))),
          "CAM heatmap: blue = no activation, red = strongest activation of the chosen class"),
     ]

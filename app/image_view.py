@@ -1,9 +1,10 @@
 """The current image: shows it in the canvas with its edit document and the selected layer, and
 asks the inference thread for its prediction (results for another image or older tags are dropped).
 
-The suggestion layer is drawn only while the editor has no mask of the user's own (verified on
-disk, or edited): otherwise the user's mask is the overlay, so erased areas never show the
-suggestion through.
+The suggestion layer is drawn under a corrections document (an image that is not verified: its strokes
+are drawn over it, and a re-prediction with them is asked for after each, `request_prediction(fresh=True)`),
+but not under a full mask of the user's own (verified on disk, or accepted): then the user's mask is the
+overlay, so erased areas never show the suggestion through.
 """
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app.layers_dock import LAYERS, PREDICTION_LAYERS, layer_note, layer_rgba
+from app.style import resize_to
 from app.workers import PredictRequest
 from oste_core.data import ImageLoadError, load_image, load_mask
 from oste_core.engine.predictor import Prediction
+from oste_core.labels import UNSURE
+from oste_core.suggest.corrections import corrections_path, load_corrections
 
 if TYPE_CHECKING:
     from app.main_window import MainWindow
@@ -31,6 +35,7 @@ class ImageView(QObject):
         self._window = window
         self.stem = ""
         self.image: np.ndarray | None = None
+        self._request: PredictRequest | None = None  # the latest request for the current image
         window.inference.predicted.connect(self._on_predicted)
         window.inference.predictFailed.connect(self._on_predict_failed)
 
@@ -72,19 +77,23 @@ class ImageView(QObject):
         self.refresh_layer()
         self.request_prediction()
 
-    def request_prediction(self) -> None:
-        """Predict the current image unless its prediction is cached (the busy bar shows meanwhile)."""
+    def request_prediction(self, fresh: bool = False) -> None:
+        """Predict the current image unless its prediction is cached (``fresh``: again, with the document's
+        corrections as they are now; the shown suggestion stays until the new one arrives)."""
         w, stem = self._window, self.stem
-        if not stem or self.image is None or w.project.prediction(stem) is not None:
+        if not stem or self.image is None or (not fresh and w.project.prediction(stem) is not None):
             w.layers_panel.set_busy(False)
             return
         if w.inference.predictor is None:
             if not w.inference.loading_run:
                 w.layers_panel.set_busy(False, "No trained run selected: train a model to see CAMs.")
             return
-        w.layers_panel.set_busy(True, "Running inference for this image ...")
+        w.layers_panel.set_busy(True, "Updating the suggestion with your corrections ..." if fresh
+                                else "Running inference for this image ...")
         tags = tuple(w.project.tag_indices(stem)) if w.project.is_tagged(stem) else None
-        w.inference.predict(stem, w.project.image_path(stem), tags)
+        doc = w.canvas.document()
+        corrections = doc.mask.copy() if doc is not None and doc.sparse and (doc.mask != UNSURE).any() else None
+        self._request = w.inference.predict(stem, w.project.image_path(stem), tags, corrections)
 
     def _current_request(self, request: PredictRequest) -> bool:
         """True when ``request`` is for an image of the open project with its current tags."""
@@ -95,8 +104,8 @@ class ImageView(QObject):
         return project.image_path(stem) == request.image_path and tags == request.tags
 
     def _on_predicted(self, request: PredictRequest, prediction: Prediction) -> None:
-        if not self._current_request(request):
-            return
+        if not self._current_request(request) or (request.stem == self.stem and request is not self._request):
+            return  # another image's, or older than the corrections shown
         self._window.project.set_prediction(request.stem, prediction)
         if request.stem == self.stem:
             self._window.layers_panel.set_busy(False)
@@ -109,7 +118,20 @@ class ImageView(QObject):
 
     def _has_user_mask(self) -> bool:
         doc = self._window.canvas.document()
-        return doc is not None and (doc.disk_mtime_ns is not None or doc.dirty or doc.can_undo)
+        return doc is not None and not doc.sparse and (doc.disk_mtime_ns is not None or doc.dirty or doc.can_undo)
+
+    def _corrections(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The current image's corrections: the document's, else (a verified image) its file's, if any."""
+        w, doc = self._window, self._window.canvas.document()
+        if doc is not None and doc.sparse:
+            return doc.mask if (doc.mask != UNSURE).any() else None
+        if not corrections_path(w.project.root, self.stem).is_file():
+            return None
+        try:
+            return load_corrections(w.project.root, self.stem, shape)
+        except ImageLoadError as exc:
+            w.report(str(exc), error=True)
+            return None
 
     def refresh_layer(self, *_signal_args: object) -> None:
         """Recompute the overlay of the selected layer for the current image."""
@@ -120,12 +142,19 @@ class ImageView(QObject):
             canvas.set_overlay(None)
             return
         prediction = w.project.prediction(stem)
+        doc = canvas.document()
+        sparse = doc is not None and doc.sparse
+        canvas.set_suggestion(resize_to(prediction.suggestion, image.shape[:2], nearest=True)
+                              if sparse and prediction is not None else None)
         gt_path = w.project.gt_path(stem)
         available = {"image"} | (set(PREDICTION_LAYERS) if prediction is not None else set())
         if gt_path is not None:
             available.add("gt")
-        panel.set_available(available)
         layer = panel.layer()
+        corrections = self._corrections(image.shape[:2]) if layer == "corrections" or sparse else None
+        if corrections is not None or corrections_path(w.project.root, stem).is_file():
+            available.add("corrections")
+        panel.set_available(available)
         if layer not in available:
             panel.set_note(f"{dict(LAYERS)[layer]}: not available for this image (no prediction or ground truth yet).")
             canvas.set_overlay(None)
@@ -141,4 +170,5 @@ class ImageView(QObject):
             except ImageLoadError as exc:
                 w.report(str(exc), error=True)
         panel.set_note(layer_note(layer, prediction, panel.cam_class(), w.project.class_names))
-        canvas.set_overlay(layer_rgba(layer, image.shape[:2], prediction, panel.cam_class(), panel.colormap(), gt))
+        canvas.set_overlay(layer_rgba(layer, image.shape[:2], prediction, panel.cam_class(), panel.colormap(), gt,
+                                      corrections))

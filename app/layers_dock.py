@@ -1,8 +1,9 @@
-"""Layer controls: which layer is drawn over the image (keys 1-8), its class, colormap and opacity.
+"""Layer controls: which layer is drawn over the image (keys 1-9), its class, colormap and opacity.
 
 The suggestion (a full mask: every pixel background or one of the image's tags) is the default
 layer, drawn with its per-pixel confidence as opacity, so an annotator sees what "Accept
-suggestion" would give before pressing it.
+suggestion" would give before pressing it. The corrections layer (9) shows the strokes of
+``corrections/<stem>.png`` alone, in class colours.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.style import COLORMAPS, class_color, heatmap_rgba, label_rgba, resize_to, swatch_icon
+from app.style import COLORMAPS, class_color, corrections_rgba, heatmap_rgba, label_rgba, resize_to, swatch_icon
 from oste_core.engine.predictor import Prediction
 
 LAYERS: list[tuple[str, str]] = [
@@ -33,6 +34,7 @@ LAYERS: list[tuple[str, str]] = [
     ("pseudo_label", "Pseudo-label (FBE)"),
     ("seg", "Segmentation"),
     ("gt", "Ground truth"),
+    ("corrections", "Corrections"),
 ]
 LABEL_BACKGROUND_ALPHA = 150  # label layers darken the background so it is visible as such
 CAM_LAYERS = frozenset({"cam", "merged_cam", "enhanced_cam"})
@@ -43,13 +45,15 @@ MIN_SUGGESTION_ALPHA = 0.35  # the least confident suggested pixels stay visible
 
 
 def layer_rgba(layer: str, shape: tuple[int, int], prediction: Prediction | None, cam_class: int,
-               colormap: str, gt: np.ndarray | None = None) -> np.ndarray | None:
+               colormap: str, gt: np.ndarray | None = None, corrections: np.ndarray | None = None) -> np.ndarray | None:
     """The overlay (H, W, 4) of ``layer`` at the image ``shape``; None when there is nothing to draw.
 
     CAM layers show class ``cam_class`` (1-based) as a heatmap; label layers use the palette with
     a darkened background (the edited mask, drawn above, keeps its background transparent); the
-    suggestion's opacity follows its confidence.
+    suggestion's opacity follows its confidence; the corrections leave "no correction" clear.
     """
+    if layer == "corrections" and corrections is not None:
+        return corrections_rgba(corrections)
     if layer in CAM_LAYERS and prediction is not None:
         cams = getattr(prediction, layer)
         if not 1 <= cam_class <= cams.shape[0]:
@@ -151,7 +155,7 @@ class LayersPanel(QWidget):
         self._buttons[key].setChecked(True)
 
     def set_layer_number(self, number: int) -> None:
-        """Select layer 1..8 (the number keys)."""
+        """Select layer 1..9 (the number keys)."""
         if 1 <= number <= len(LAYERS) and self._buttons[LAYERS[number - 1][0]].isEnabled():
             self.set_layer(LAYERS[number - 1][0])
 

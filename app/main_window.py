@@ -3,7 +3,7 @@
 Layout: image list (left dock), canvas (centre), tags and layers (right docks), training panel
 and log (bottom dock), edit toolbar, status bar with the device and the CRF backend. Menus live
 in `app.menus`, the editor wiring in `app.editor`, the current image and its layers in
-`app.image_view`, training and updates in `app.training_control`.
+`app.image_view`, training and updates in `app.training_control`, corrections in `app.corrections`.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.canvas import Canvas
+from app.corrections import CorrectionsControl
 from app.edit_toolbar import EditToolbar
 from app.editor import EditorControl
 from app.export_dialog import ExportDialog
@@ -98,6 +99,8 @@ class MainWindow(QMainWindow):
         self._build_docks()
         self.editor = EditorControl(self)
         self.view = ImageView(self)
+        self.corrections = CorrectionsControl(self.project, self.inference, self.editor, self.view, self.image_list,
+                                              self.statusBar(), self.report)
         self.review = ReviewOrder(self)
         self.training = TrainingControl(self)
         self.menus = Menus(self)

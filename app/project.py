@@ -11,7 +11,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QObject, QStandardPaths, Signal
 
 from oste_core.data import LabelledFolder, Sample, open_folder, write_demo_data
@@ -180,16 +179,15 @@ class Project(QObject):
     def open_document(self, stem: str, shape: tuple[int, int], start_empty: bool = False) -> MaskDocument:
         """The edit document of ``stem`` (kept in memory while it has unsaved edits).
 
-        Raises `ImageLoadError` when the verified mask on disk is unreadable; ``start_empty``
-        then gives a blank document (saving it asks before replacing the unreadable file).
+        An image without a verified mask gets a corrections document (``oste_core.editing``). Raises
+        `ImageLoadError` when the mask file on disk is unreadable; ``start_empty`` then gives a blank
+        document (saving it asks before replacing the unreadable file).
         """
         doc = self._documents.get(stem)
         if doc is None or doc.shape != tuple(shape):
-            if start_empty:
-                doc = MaskDocument(np.zeros(shape, np.uint8), stem)
-            else:
-                sample = self.sample(stem)
-                doc = open_document(self.root, stem, shape, sample.verified_mask if sample is not None else None)
+            sample = self.sample(stem)
+            doc = open_document(self.root, stem, shape, sample.verified_mask if sample is not None else None,
+                                start_empty=start_empty)
             self._documents[stem] = doc
         return doc
 
@@ -201,11 +199,13 @@ class Project(QObject):
     def unsaved_stems(self) -> list[str]:
         return [stem for stem, doc in self._documents.items() if doc.dirty]
 
-    def save_document(self, stem: str, force: bool = False) -> Path:
-        """Write ``verified/<stem>.png``; raises `VerifiedMaskConflict` if it changed on disk."""
-        path = self._documents[stem].save(self.root, force=force)
+    def save_document(self, stem: str, force: bool = False) -> Path | None:
+        """Write ``verified/<stem>.png`` (a corrections document: ``corrections/<stem>.png``, None when it
+        was removed); raises `ChangedOnDisk` if the file changed on disk."""
+        doc = self._documents[stem]
+        path = doc.save(self.root, force=force)
         sample = self.sample(stem)
-        if sample is not None:
+        if sample is not None and not doc.sparse:
             sample.verified_mask = path
         self.entryChanged.emit(stem)
         return path

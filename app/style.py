@@ -74,20 +74,31 @@ def status_icon(status: str) -> QIcon:
 
 
 def label_rgba(labels: np.ndarray, background_alpha: int = 0, hatch: int = 6,
-               origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+               origin: tuple[int, int] = (0, 0), sparse: bool = False) -> np.ndarray:
     """(H, W) class indices -> (H, W, 4) uint8 RGBA: palette colours, background black with
     ``background_alpha`` (0: transparent), unsure (255) hatched white/grey so it is never
-    mistaken for a class. ``origin`` (y, x) keeps the hatching aligned when rendering a crop."""
+    mistaken for a class. ``origin`` (y, x) keeps the hatching aligned when rendering a crop.
+    ``sparse``: corrections, where 255 means "no correction" and is transparent."""
     labels = np.asarray(labels, dtype=np.uint8)
     rgba = np.empty(labels.shape + (4,), np.uint8)
     rgba[..., :3] = VOC_PALETTE[labels]
     rgba[..., 3] = np.where(labels == 0, background_alpha, 255)
     unsure = labels == UNSURE
-    if unsure.any():
+    if sparse:
+        rgba[unsure, 3] = 0
+    elif unsure.any():
         rows, cols = np.nonzero(unsure)
         stripe = ((rows + cols + origin[0] + origin[1]) // hatch) % 2 == 0
         rgba[rows, cols, :3] = np.where(stripe[:, None], 255, 90).astype(np.uint8)
     return rgba
+
+
+CORRECTION_BACKGROUND_ALPHA = 150  # background strokes darken the suggestion under them
+
+
+def corrections_rgba(corrections: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Sparse corrections -> RGBA: class colours, background darkened, "no correction" (255) clear."""
+    return label_rgba(corrections, CORRECTION_BACKGROUND_ALPHA, origin=origin, sparse=True)
 
 
 def heatmap_rgba(cam: np.ndarray, colormap: str = "JET") -> np.ndarray:

@@ -2,7 +2,9 @@
 
 * `TrainWorker`: runs the core `Trainer`, a full run or a short update (cooperative stop via `Trainer.cancel`).
 * `InferenceClient`: one long-lived thread with a `Predictor`; single-image predictions (stale
-  requests are skipped) and the review-order scan over the folder (`Predictor.predict_folder`).
+  requests are skipped), the review-order scan over the folder (`Predictor.predict_folder`) and the
+  refresh after a correction (`oste_core.suggest.refresh`; a newer one cancels it, and single-image
+  requests are served between its images).
 * `ExportWorker`: runs the core `export_folder` (the export ``oste export`` runs).
 * `ValidationWorker`: decodes every image once, so unreadable ones get their error badge early.
 
@@ -12,9 +14,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from oste_core.config import OSTEConfig
@@ -23,6 +26,7 @@ from oste_core.editing import uncertainty_score
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.trainer import Trainer, TrainEvent
 from oste_core.export import ExportExistsError, export_folder
+from oste_core.suggest.refresh import refresh_suggestions
 
 
 def describe(exc: BaseException) -> str:
@@ -104,12 +108,14 @@ class PredictRequest:
     """One image to predict: its stem, file and 1-based tags (None: untagged, let the model guess).
 
     ``generation`` counts model (re)loads: results of an older model or project are dropped.
+    ``corrections``: the image's sparse corrections (255 = none), seeds of its suggestion.
     """
 
     stem: str
     image_path: Path
     tags: tuple[int, ...] | None
     generation: int = 0
+    corrections: np.ndarray | None = field(default=None, compare=False)
 
 
 class _InferenceWorker(QObject):
@@ -120,16 +126,23 @@ class _InferenceWorker(QObject):
     scanProgress = Signal(int, int, int)  # done, total, generation
     scanned = Signal(str, float, int)  # stem, uncertainty, generation
     scanFinished = Signal(list, int)  # problem lines of unreadable images, generation
+    refreshed = Signal(str, object, int, int, int)  # stem, Prediction, done, total, generation
+    refreshFinished = Signal(object, int)  # RefreshReport, generation
+    refreshFailed = Signal(str, int)  # message, generation
 
     def __init__(self) -> None:
         super().__init__()
         self.predictor: Predictor | None = None
         self.wanted: PredictRequest | None = None  # the latest request; older ones are skipped
+        self._served: PredictRequest | None = None  # the last request predicted
         self.scan_cancel = threading.Event()
+        self.refresh_wanted = 0  # the latest refresh's generation; older ones stop
+        self._changed: set[str] = set()  # stems changed since the last refit
 
     @Slot(str, str)
     def load_run(self, run_dir: str, device: str) -> None:
         self.predictor = None
+        self._changed.clear()
         try:
             predictor = Predictor.from_run(run_dir, device=device)
         except Exception as exc:  # noqa: BLE001
@@ -140,16 +153,46 @@ class _InferenceWorker(QObject):
 
     @Slot(object)
     def predict(self, request: PredictRequest) -> None:
-        if request is not self.wanted or self.predictor is None:
+        if request is not self.wanted or request is self._served or self.predictor is None:
             return
+        self._served = request
         try:
             image = load_image(request.image_path, max_side=self.predictor.max_side)
             tags = list(request.tags) if request.tags is not None else None
-            prediction = self.predictor.predict(image, tags, key=request.stem, image_path=request.image_path)
+            prediction = self.predictor.predict(image, tags, key=request.stem, image_path=request.image_path,
+                                                corrections=request.corrections)
         except Exception as exc:  # noqa: BLE001 - unreadable image or inference failure: shown, not raised
             self.predictFailed.emit(request, describe(exc))
             return
         self.predicted.emit(request, prediction)
+
+    @Slot(object, list, str, list, int)
+    def refresh(self, folder: LabelledFolder, changed: list[str], current: str, stems: list[str],
+                generation: int) -> None:
+        """Refit with the ``changed`` stems (and those of refreshes cancelled before their refit), then
+        re-predict ``stems``, ``current`` first; stops when a newer refresh is asked for."""
+        self._changed.update(changed)
+        if generation != self.refresh_wanted or self.predictor is None:
+            return
+        changed, self._changed = sorted(self._changed), set()
+        done = 0
+
+        def on_prediction(stem: str, prediction) -> None:
+            nonlocal done
+            done += 1
+            self.refreshed.emit(stem, prediction, done, len(stems), generation)
+
+        def cancel() -> bool:
+            if self.wanted is not None and self.wanted is not self._served:
+                self.predict(self.wanted)  # the image the user just opened goes first
+            return generation != self.refresh_wanted
+
+        try:
+            report = refresh_suggestions(self.predictor, folder, changed, current, stems, on_prediction, cancel)
+        except Exception as exc:  # noqa: BLE001 - reported in the log, the app stays usable
+            self.refreshFailed.emit(describe(exc), generation)
+            return
+        self.refreshFinished.emit(report, generation)
 
     @Slot(object, int)
     def scan(self, folder: LabelledFolder, generation: int) -> None:
@@ -183,9 +226,13 @@ class InferenceClient(QObject):
     scanProgress = Signal(int, int)
     scanned = Signal(str, float)
     scanFinished = Signal(list)
+    refreshed = Signal(str, object, int, int)  # stem, Prediction, done, total
+    refreshFinished = Signal(object)  # RefreshReport
+    refreshFailed = Signal(str)
     _load = Signal(str, str)
     _predict = Signal(object)
     _scan = Signal(object, int)
+    _refresh = Signal(object, list, str, list, int)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -195,6 +242,10 @@ class InferenceClient(QObject):
         self._load.connect(self._worker.load_run)
         self._predict.connect(self._worker.predict)
         self._scan.connect(self._worker.scan)
+        self._refresh.connect(self._worker.refresh)
+        self._worker.refreshed.connect(self._on_refreshed)
+        self._worker.refreshFinished.connect(self._on_refresh_finished)
+        self._worker.refreshFailed.connect(self._on_refresh_failed)
         self._worker.loaded.connect(self._on_loaded)
         self._worker.loadFailed.connect(self._on_load_failed)
         self._worker.predicted.connect(self._on_predicted)
@@ -207,6 +258,8 @@ class InferenceClient(QObject):
         self.loading_run = ""  # the run being loaded, "" when none
         self.generation = 0
         self.scanning = False
+        self.refresh_generation = 0
+        self.refreshing = False
         self._thread.start()
 
     def load_run(self, run_dir: str | Path, device: str = "auto") -> None:
@@ -220,6 +273,7 @@ class InferenceClient(QObject):
         self.predictor, self.run_dir, self.loading_run = None, "", ""
         self.generation += 1
         self.cancel_scan()
+        self.cancel_refresh()
 
     def _on_loaded(self, run_dir: str, predictor: Predictor) -> None:
         if run_dir != self.loading_run:
@@ -232,9 +286,11 @@ class InferenceClient(QObject):
             self.loading_run = ""
             self.loadFailed.emit(run_dir, message)
 
-    def predict(self, stem: str, image_path: Path, tags: tuple[int, ...] | None) -> PredictRequest:
-        """Predict one image; earlier requests that have not started are dropped."""
-        request = PredictRequest(stem, image_path, tags, self.generation)
+    def predict(self, stem: str, image_path: Path, tags: tuple[int, ...] | None,
+                corrections: np.ndarray | None = None) -> PredictRequest:
+        """Predict one image (``corrections``: its strokes, 255 = none); earlier requests that have not
+        started are dropped."""
+        request = PredictRequest(stem, image_path, tags, self.generation, corrections)
         self._worker.wanted = request
         self._predict.emit(request)
         return request
@@ -269,8 +325,36 @@ class InferenceClient(QObject):
             self.scanning = False
             self.scanFinished.emit(problems)
 
+    def refresh(self, folder: LabelledFolder, changed: list[str], current: str, stems: list[str]) -> None:
+        """Refit with the annotator's pixels of ``changed`` and re-predict ``stems`` (``current`` first, then
+        the next in list order): `refreshed` per image, then `refreshFinished`; cancels an older refresh."""
+        self.cancel_refresh()
+        self.refreshing = True
+        self._refresh.emit(folder, list(changed), current, list(stems), self.refresh_generation)
+
+    def cancel_refresh(self) -> None:
+        """Stop the refresh in progress at its next image (thread-safe: a counter the worker reads)."""
+        self.refreshing = False
+        self.refresh_generation += 1
+        self._worker.refresh_wanted = self.refresh_generation
+
+    def _on_refreshed(self, stem: str, prediction, done: int, total: int, generation: int) -> None:
+        if self.refreshing and generation == self.refresh_generation:
+            self.refreshed.emit(stem, prediction, done, total)
+
+    def _on_refresh_finished(self, report, generation: int) -> None:
+        if self.refreshing and generation == self.refresh_generation:
+            self.refreshing = False
+            self.refreshFinished.emit(report)
+
+    def _on_refresh_failed(self, message: str, generation: int) -> None:
+        if self.refreshing and generation == self.refresh_generation:
+            self.refreshing = False
+            self.refreshFailed.emit(message)
+
     def shutdown(self) -> None:
         """Stop the thread (waits for the prediction in progress)."""
+        self.cancel_refresh()
         self._worker.scan_cancel.set()
         self._worker.wanted = None
         self._thread.quit()

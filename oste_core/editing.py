@@ -1,5 +1,5 @@
 """Qt-free mask editing for the GUI editor: brush, eraser, fills (mask region, polygon, similar image
-colour), unbounded undo/redo, verified saves.
+colour), unbounded undo/redo, verified saves and sparse corrections.
 
 Conventions (the GUI follows them): class index 0 is background, 1..K the foreground classes,
 255 ("unsure") marks pixels the user wants ignored. The eraser removes a label, i.e. it paints
@@ -7,6 +7,12 @@ background (0), as labelme users expect. Undo steps keep only the changed boundi
 (before/after patches), so a long editing session stays small in memory.
 Verified masks live in ``<folder>/verified/<stem>.png`` as VOC-palette PNGs; a save never
 overwrites a file that changed on disk since it was loaded (`VerifiedMaskConflict`).
+
+An image without a verified mask opens as a *corrections* document (``sparse``): its mask is the
+sparse corrections of ``corrections/<stem>.png`` (``oste_core.suggest.corrections``), 255 meaning "no
+correction", so the same tools paint strokes over the suggestion instead of replacing it (the unsure
+brush, 255, removes a correction). Saving writes the corrections file (`CorrectionsConflict` when it
+changed on disk); `set_all` with ``sparse=False`` turns it into a full mask, as one undoable step.
 """
 from __future__ import annotations
 
@@ -21,14 +27,23 @@ from oste_core.data import load_mask
 from oste_core.data.folder import VERIFIED_DIR
 from oste_core.export import save_palette_png
 from oste_core.labels import BACKGROUND, UNSURE
+from oste_core.suggest.corrections import corrections_path, load_corrections, save_corrections
 
 DEFAULT_TOLERANCE = 24  # per-channel colour distance of the similar-colour fill
 
 Point = tuple[float, float]
 
 
-class VerifiedMaskConflict(RuntimeError):
-    """The verified mask on disk changed since it was loaded; saving would silently drop that change."""
+class ChangedOnDisk(RuntimeError):
+    """A mask file changed on disk since it was loaded; saving would silently drop that change."""
+
+
+class VerifiedMaskConflict(ChangedOnDisk):
+    """The verified mask on disk changed since it was loaded."""
+
+
+class CorrectionsConflict(ChangedOnDisk):
+    """The corrections file on disk changed since it was loaded."""
 
 
 @dataclass
@@ -40,10 +55,21 @@ class _Patch:
     before: np.ndarray
     after: np.ndarray
 
-    def apply(self, mask: np.ndarray, use_after: bool) -> None:
+    def apply(self, doc: MaskDocument, use_after: bool) -> None:
         values = self.after if use_after else self.before
         h, w = values.shape
-        mask[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = values
+        doc.mask[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = values
+
+
+@dataclass
+class _KindChange:
+    """A step that turned a corrections document into a full mask (or back)."""
+
+    before: bool  # sparse before the step
+    after: bool
+
+    def apply(self, doc: MaskDocument, use_after: bool) -> None:
+        doc.sparse = self.after if use_after else self.before
 
 
 @dataclass
@@ -51,16 +77,20 @@ class MaskDocument:
     """An editable (H, W) uint8 mask of one image with per-image unbounded undo/redo.
 
     ``disk_mtime_ns`` is the modification time of ``verified/<stem>.png`` when it was loaded
-    (``None``: no verified file existed); `save` uses it to detect changes made by someone else.
-    Edits between `begin_stroke` and `end_stroke` form one undo step (one brush drag).
+    (``None``: no verified file existed), ``corrections_mtime_ns`` that of ``corrections/<stem>.png``;
+    `save` uses them to detect changes made by someone else. ``sparse``: a corrections document (255 =
+    no correction), saved to ``corrections/``. Edits between `begin_stroke` and `end_stroke` form one
+    undo step (one brush drag).
     """
 
     mask: np.ndarray
     stem: str
     disk_mtime_ns: int | None = None
     dirty: bool = False
-    _undo: list[list[_Patch]] = field(default_factory=list, repr=False)
-    _redo: list[list[_Patch]] = field(default_factory=list, repr=False)
+    sparse: bool = False
+    corrections_mtime_ns: int | None = None
+    _undo: list[list[_Patch | _KindChange]] = field(default_factory=list, repr=False)
+    _redo: list[list[_Patch | _KindChange]] = field(default_factory=list, repr=False)
     _stroke: list[_Patch] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,7 +130,7 @@ class MaskDocument:
             return False
         step = self._undo.pop()
         for patch in reversed(step):
-            patch.apply(self.mask, use_after=False)
+            patch.apply(self, use_after=False)
         self._redo.append(step)
         self.dirty = True
         return True
@@ -112,12 +142,12 @@ class MaskDocument:
             return False
         step = self._redo.pop()
         for patch in step:
-            patch.apply(self.mask, use_after=True)
+            patch.apply(self, use_after=True)
         self._undo.append(step)
         self.dirty = True
         return True
 
-    def _push(self, patches: list[_Patch]) -> None:
+    def _push(self, patches: list[_Patch | _KindChange]) -> None:
         self._undo.append(patches)
         self._redo.clear()
 
@@ -174,33 +204,45 @@ class MaskDocument:
         """The eraser: paint background (0) along ``points``."""
         return self.brush(points, radius, BACKGROUND)
 
-    def flood_fill(self, x: int, y: int, value: int) -> bool:
-        """Fill the 4-connected region of pixels equal to the one at (x, y) with ``value``."""
+    def shown(self, suggestion: np.ndarray | None = None) -> np.ndarray:
+        """The labels the user sees: the mask, or for a corrections document the corrections over
+        ``suggestion`` (H, W) (without one, the corrections alone)."""
+        if not self.sparse or suggestion is None:
+            return self.mask
+        return with_corrections(suggestion, self.mask)
+
+    def flood_fill(self, x: int, y: int, value: int, suggestion: np.ndarray | None = None) -> bool:
+        """Fill the 4-connected region of equal labels around (x, y) with ``value``; the labels are those
+        the user sees (`shown`): a corrections document fills a region of the ``suggestion``."""
         _check_value(value)
         h, w = self.mask.shape
         x, y = int(x), int(y)
-        if not (0 <= x < w and 0 <= y < h) or self.mask[y, x] == value:
+        labels = np.ascontiguousarray(self.shown(suggestion))
+        if not (0 <= x < w and 0 <= y < h) or labels[y, x] == value:
             return False
         region = np.zeros((h + 2, w + 2), np.uint8)
         flags = 4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8)
-        _, _, _, (rx, ry, rw, rh) = cv2.floodFill(self.mask, region, (x, y), 0, 0, 0, flags)
+        _, _, _, (rx, ry, rw, rh) = cv2.floodFill(labels.copy(), region, (x, y), 0, 0, 0, flags)
         inside = region[1 + ry : 1 + ry + rh, 1 + rx : 1 + rx + rw].astype(bool)
         window = self.mask[ry : ry + rh, rx : rx + rw]
         before = window.copy()
         window[inside] = value
         return self._record(ry, rx, before)
 
-    def color_fill(self, image: np.ndarray, x: int, y: int, value: int, tolerance: int = DEFAULT_TOLERANCE) -> bool:
+    def color_fill(self, image: np.ndarray, x: int, y: int, value: int, tolerance: int = DEFAULT_TOLERANCE,
+                   suggestion: np.ndarray | None = None) -> bool:
         """Fill the image region of similar colour around (x, y) with ``value`` (see `similar_color_region`).
 
-        The fill stays inside the clicked pixel's current label, so it never paints over another object.
+        The fill stays inside the clicked pixel's label as the user sees it (`shown`), so it never paints
+        over another object.
         """
         _check_value(value)
         h, w = self.mask.shape
         x, y = int(x), int(y)
         if not (0 <= x < w and 0 <= y < h):
             return False
-        region = similar_color_region(image, x, y, tolerance, allowed=self.mask == self.mask[y, x])
+        labels = self.shown(suggestion)
+        region = similar_color_region(image, x, y, tolerance, allowed=labels == labels[y, x])
         rows, cols = np.nonzero(region)
         y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         window = self.mask[y0:y1, x0:x1]
@@ -225,24 +267,43 @@ class MaskDocument:
         self.mask[y0:y1, x0:x1] = work
         return self._record(y0, x0, before)
 
-    def set_all(self, mask: np.ndarray) -> bool:
-        """Replace the whole mask (e.g. accept the pseudo-label) as one undoable step."""
+    def set_all(self, mask: np.ndarray, sparse: bool | None = None) -> bool:
+        """Replace the whole mask (e.g. accept the pseudo-label) as one undoable step; ``sparse`` False
+        turns a corrections document into a full mask (True: back), in the same step."""
         mask = np.asarray(mask)
         if mask.shape != self.mask.shape:
             raise ValueError(f"{self.stem}: new mask has shape {mask.shape}, the image is {self.mask.shape}")
         self.end_stroke()
         before = self.mask.copy()
         self.mask[...] = mask.astype(np.uint8)
-        return self._record(0, 0, before)
+        if sparse is None or sparse == self.sparse:
+            return self._record(0, 0, before)
+        self.begin_stroke()
+        self._record(0, 0, before)
+        self._stroke.append(_KindChange(self.sparse, sparse))
+        self.sparse, self.dirty = sparse, True
+        self.end_stroke()
+        return True
 
     # ------------------------------------------------------------------ I/O
-    def save(self, folder_root: str | Path, force: bool = False) -> Path:
-        """Save to ``verified/<stem>.png`` (see `save_verified`) and mark the document clean."""
+    def save(self, folder_root: str | Path, force: bool = False) -> Path | None:
+        """Save to ``verified/<stem>.png`` (see `save_verified`), or a corrections document to
+        ``corrections/<stem>.png`` (see `save_document_corrections`), and mark the document clean.
+        Returns the path written (None: the corrections file was removed, no correction is left)."""
         self.end_stroke()
-        path = save_verified(folder_root, self.stem, self.mask, self.disk_mtime_ns, force=force)
-        self.disk_mtime_ns = path.stat().st_mtime_ns
+        if self.sparse:
+            path = save_document_corrections(folder_root, self.stem, self.mask, self.corrections_mtime_ns, force)
+            self.corrections_mtime_ns = path.stat().st_mtime_ns if path is not None else None
+        else:
+            path = save_verified(folder_root, self.stem, self.mask, self.disk_mtime_ns, force=force)
+            self.disk_mtime_ns = path.stat().st_mtime_ns
         self.dirty = False
         return path
+
+
+def with_corrections(labels: np.ndarray, corrections: np.ndarray) -> np.ndarray:
+    """``labels`` (H, W) with the corrections (255 = none) painted over them: what a corrections document shows."""
+    return np.where(corrections != UNSURE, corrections, labels).astype(np.uint8)
 
 
 def similar_color_region(image: np.ndarray, x: int, y: int, tolerance: int = DEFAULT_TOLERANCE,
@@ -302,19 +363,46 @@ def verified_path(folder_root: str | Path, stem: str) -> Path:
 
 
 def open_document(folder_root: str | Path, stem: str, shape: tuple[int, int],
-                  older_file: Path | None = None) -> MaskDocument:
-    """The editable mask of ``stem``: its verified mask when one exists, else all background.
+                  older_file: Path | None = None, start_empty: bool = False) -> MaskDocument:
+    """The editable mask of ``stem``: its verified mask when one exists, else a corrections document with
+    its corrections (all 255 when it has none).
 
     ``older_file``: the same mask saved under an older name (``LabelledFolder`` still reads it); it is
-    loaded when ``verified/<stem>.png`` does not exist, and saving writes the current name.
+    loaded when ``verified/<stem>.png`` does not exist, and saving writes the current name. An unreadable
+    file raises ``ImageLoadError``; ``start_empty`` then gives an empty document of the same kind (all
+    background, or no correction) whose save asks before replacing that file.
     """
     path = verified_path(folder_root, stem)
     if path.exists():
-        mtime = path.stat().st_mtime_ns
-        return MaskDocument(load_mask(path, shape=shape), stem, disk_mtime_ns=mtime)
-    if older_file is not None and older_file.exists():
+        if start_empty:
+            return MaskDocument(np.full(shape, BACKGROUND, np.uint8), stem)
+        return MaskDocument(load_mask(path, shape=shape), stem, disk_mtime_ns=path.stat().st_mtime_ns)
+    if older_file is not None and older_file.exists() and not start_empty:
         return MaskDocument(load_mask(older_file, shape=shape), stem)
-    return MaskDocument(np.full(shape, BACKGROUND, np.uint8), stem)
+    corrections_file = corrections_path(folder_root, stem)
+    mtime = corrections_file.stat().st_mtime_ns if corrections_file.exists() and not start_empty else None
+    corrections = None if start_empty else load_corrections(folder_root, stem, shape)
+    mask = corrections if corrections is not None else np.full(shape, UNSURE, np.uint8)
+    return MaskDocument(mask, stem, sparse=True, corrections_mtime_ns=mtime)
+
+
+def _check_unchanged(path: Path, loaded_mtime_ns: int | None, what: str, conflict: type[ChangedOnDisk]) -> None:
+    """Raise ``conflict`` when ``path``'s modification time is no longer ``loaded_mtime_ns`` (None: no file)."""
+    current = path.stat().st_mtime_ns if path.exists() else None
+    if current != loaded_mtime_ns:
+        change = "was created" if loaded_mtime_ns is None else ("was deleted" if current is None else "was changed")
+        raise conflict(f"{path}: the {what} {change} on disk after it was loaded; "
+                       "reload the image or save again to overwrite it")
+
+
+def save_document_corrections(folder_root: str | Path, stem: str, corrections: np.ndarray,
+                              loaded_mtime_ns: int | None = None, force: bool = False) -> Path | None:
+    """Write ``corrections`` atomically to ``corrections/<stem>.png`` (all 255 removes the file), unless the
+    file changed on disk since it was loaded (``loaded_mtime_ns``; `CorrectionsConflict`, unless ``force``)."""
+    if not force:
+        _check_unchanged(corrections_path(folder_root, stem), loaded_mtime_ns, "corrections file",
+                         CorrectionsConflict)
+    return save_corrections(folder_root, stem, corrections)
 
 
 def save_verified(
@@ -331,13 +419,7 @@ def save_verified(
     if mask.ndim != 2:
         raise ValueError(f"{path}: a mask must be 2-D (H, W), got shape {mask.shape}")
     if not force:
-        current = path.stat().st_mtime_ns if path.exists() else None
-        if current != loaded_mtime_ns:
-            what = "was created" if loaded_mtime_ns is None else ("was deleted" if current is None else "was changed")
-            raise VerifiedMaskConflict(
-                f"{path}: the verified mask {what} on disk after it was loaded; "
-                "reload the image or save again to overwrite it"
-            )
+        _check_unchanged(path, loaded_mtime_ns, "verified mask", VerifiedMaskConflict)
     save_palette_png(path, mask.astype(np.uint8))
     return path
 

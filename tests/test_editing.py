@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from oste_core.editing import (
+    CorrectionsConflict,
     MaskDocument,
     VerifiedMaskConflict,
+    with_corrections,
     open_document,
     review_order,
     save_verified,
@@ -17,6 +19,7 @@ from oste_core.editing import (
     verified_path,
 )
 from oste_core.labels import UNSURE
+from oste_core.suggest.corrections import corrections_path, load_corrections
 
 
 def blank(h: int = 32, w: int = 40) -> MaskDocument:
@@ -116,8 +119,7 @@ def test_set_all_rejects_a_wrong_shape() -> None:
 def test_save_verified_writes_values_and_refuses_to_clobber_changes(tmp_path) -> None:
     from oste_core.data import load_mask
 
-    doc = open_document(tmp_path, "cat_01", (12, 16))
-    assert doc.disk_mtime_ns is None and (doc.mask == 0).all()
+    doc = MaskDocument(np.zeros((12, 16), np.uint8), "cat_01")  # a full mask, no verified file yet
     doc.brush([(4, 4)], 2, 1)
     doc.polygon_fill([(10, 2), (15, 2), (15, 8)], UNSURE)
     path = doc.save(tmp_path)
@@ -208,3 +210,61 @@ def test_a_verified_mask_under_its_older_name_opens_and_saves_under_the_current_
     assert (doc.mask == mask).all()
     doc.save(tmp_path)
     assert (load_mask(verified_path(tmp_path, "cat")) == mask).all() and older.exists()
+
+
+def test_an_unverified_image_opens_as_a_corrections_document_saved_at_each_change(tmp_path) -> None:
+    doc = open_document(tmp_path, "dog", (12, 16))
+    assert doc.sparse and (doc.mask == UNSURE).all() and doc.corrections_mtime_ns is None
+    doc.brush([(4, 4)], 1, 2)
+    doc.erase([(12, 8)], 1)  # the eraser labels background
+    path = doc.save(tmp_path)
+    assert path == corrections_path(tmp_path, "dog") and not doc.dirty
+    assert not (tmp_path / "verified").exists()
+    saved = load_corrections(tmp_path, "dog", (12, 16))
+    np.testing.assert_array_equal(saved, doc.mask)
+    assert saved[4, 4] == 2 and saved[8, 12] == 0 and saved[0, 15] == UNSURE
+
+    reopened = open_document(tmp_path, "dog", (12, 16))
+    assert reopened.sparse and reopened.corrections_mtime_ns == path.stat().st_mtime_ns
+    np.testing.assert_array_equal(reopened.mask, doc.mask)
+
+    doc.brush([(4, 4)], 1, UNSURE)  # the unsure brush removes a correction
+    assert doc.undo() and doc.undo() and doc.undo() and (doc.mask == UNSURE).all()
+    assert doc.save(tmp_path) is None and not path.exists()  # no correction left: no file
+    assert doc.redo() and doc.save(tmp_path) == path
+
+    # someone else rewrites the file: a stale document asks before overwriting it
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    doc.brush([(1, 1)], 0, 1)
+    with pytest.raises(CorrectionsConflict, match="dog.png: the corrections file was changed"):
+        doc.save(tmp_path)
+    assert doc.dirty and doc.save(tmp_path, force=True) == path and load_corrections(tmp_path, "dog")[1, 1] == 1
+
+
+def test_fills_of_a_corrections_document_follow_the_suggestion_shown() -> None:
+    suggestion = np.zeros((10, 12), np.uint8)
+    suggestion[2:6, 2:8] = 1  # the suggested object
+    doc = MaskDocument(np.full((10, 12), UNSURE, np.uint8), "img", sparse=True)
+    assert doc.flood_fill(3, 3, 4, suggestion=suggestion)
+    assert (doc.mask[2:6, 2:8] == 4).all() and (doc.mask[suggestion == 0] == UNSURE).all()
+    assert not doc.flood_fill(3, 3, 4, suggestion=suggestion)  # already shown with that class
+    doc.brush([(10, 8)], 0, 0)
+    np.testing.assert_array_equal(doc.shown(suggestion), with_corrections(suggestion, doc.mask))
+    assert doc.shown(suggestion)[8, 10] == 0 and doc.shown(suggestion)[3, 3] == 4 and doc.shown()[0, 0] == UNSURE
+
+
+def test_accepting_turns_a_corrections_document_into_a_full_mask_in_one_undoable_step() -> None:
+    doc = MaskDocument(np.full((6, 8), UNSURE, np.uint8), "img", sparse=True)
+    doc.brush([(2, 2)], 0, 3)
+    strokes = doc.mask.copy()
+    full = with_corrections(np.ones((6, 8), np.uint8), strokes)
+    assert doc.set_all(full, sparse=False)
+    assert not doc.sparse and doc.mask[2, 2] == 3 and doc.mask[0, 0] == 1
+    assert doc.undo() and doc.sparse
+    np.testing.assert_array_equal(doc.mask, strokes)
+    assert doc.redo() and not doc.sparse
+    np.testing.assert_array_equal(doc.mask, full)
+    blank_doc = MaskDocument(np.full((6, 8), UNSURE, np.uint8), "b", sparse=True)
+    assert blank_doc.set_all(blank_doc.mask.copy(), sparse=False) and not blank_doc.sparse  # same pixels
+    assert blank_doc.undo() and blank_doc.sparse

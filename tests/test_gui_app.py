@@ -179,7 +179,7 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     window.layers_panel.set_layer("image")
     image_only = grab_array(canvas)
     shots = {}
-    for number, (key, _title) in enumerate(LAYERS, start=1):
+    for number, (key, _title) in enumerate(LAYERS[:8], start=1):  # 9, the corrections, needs strokes
         qtbot.keyClick(canvas, Qt.Key(Qt.Key.Key_0 + number))  # number keys switch layers
         assert window.layers_panel.layer() == key
         shots[key] = grab_array(canvas)
@@ -222,6 +222,7 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     # export the pseudo-labels as VOC PNGs through the dialog, then again (asks before replacing)
     questions = Questions(monkeypatch, Button.Yes)
     window.editor.save_current()  # (no unsaved edits left, so the dialog opens without asking)
+    qtbot.waitUntil(lambda: not window.inference.refreshing, timeout=300_000)  # the save's refresh ends first
     dialog = window.show_export_dialog()
     out = tmp_path / "export"
     dialog.target.setText(str(out))
@@ -267,7 +268,8 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
 def test_brush_undo_redo_save_and_edits_survive_switching_images(
     window: MainWindow, project_dir: Path, qtbot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Driven with the labelme-style shortcuts: B, F, Ctrl+Z, Ctrl+Shift+Z, D, A, Ctrl+S."""
+    """Driven with the labelme-style shortcuts: B, F, Ctrl+Z, Ctrl+Shift+Z, D, A, Ctrl+S. The images are not
+    verified and there is no model: strokes are corrections, Ctrl+S saves them over background."""
     window.open_folder(project_dir)
     canvas, toolbar = window.canvas, window.edit_toolbar
     canvas.setFocus()
@@ -281,27 +283,34 @@ def test_brush_undo_redo_save_and_edits_survive_switching_images(
     drag(qtbot, canvas, (10, 32), (50, 32))
     doc = canvas.document()
     painted = doc.mask.copy()
-    assert (painted[32, 10:51] == tag).all() and (painted[20] == 0).all()
+    assert doc.sparse and (painted[32, 10:51] == tag).all() and (painted[20] == UNSURE).all()
     assert not np.array_equal(grab_array(canvas), before)
-    assert toolbar.undo_action.isEnabled() and window.image_list.entry("demo_0000").unsaved
+    corrections = project_dir / "corrections" / "demo_0000.png"
+    np.testing.assert_array_equal(load_mask(corrections), painted)  # saved at once
+    assert toolbar.undo_action.isEnabled() and not window.image_list.entry("demo_0000").unsaved
 
     qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-    assert (doc.mask == 0).all() and toolbar.redo_action.isEnabled()
+    assert (doc.mask == UNSURE).all() and toolbar.redo_action.isEnabled() and not corrections.exists()
     qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     np.testing.assert_array_equal(doc.mask, painted)
+    np.testing.assert_array_equal(load_mask(corrections), painted)
 
     qtbot.keyClick(canvas, Qt.Key.Key_D)
-    assert window.current_stem() == "demo_0001" and not canvas.document().mask.any()
+    assert window.current_stem() == "demo_0001" and (canvas.document().mask == UNSURE).all()
     qtbot.keyClick(canvas, Qt.Key.Key_A)
-    assert window.current_stem() == "demo_0000" and canvas.document() is doc
-    np.testing.assert_array_equal(doc.mask, painted)
+    assert window.current_stem() == "demo_0000"
+    doc = canvas.document()
+    np.testing.assert_array_equal(doc.mask, painted)  # read back from corrections/
 
+    qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)  # no suggestion: over background
+    verified = project_dir / "verified" / "demo_0000.png"
+    assert not doc.sparse and doc.mask[20, 5] == 0 and doc.mask[32, 30] == tag
+    np.testing.assert_array_equal(load_mask(verified), doc.mask)
     toolbar.set_unsure(True)
     qtbot.keyClick(canvas, Qt.Key.Key_F)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=canvas.to_widget(2.5, 2.5).toPoint())
     assert doc.mask[2, 2] == UNSURE and doc.mask[32, 30] == tag
     qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
-    verified = project_dir / "verified" / "demo_0000.png"
     np.testing.assert_array_equal(load_mask(verified), doc.mask)
     entry = window.image_list.entry("demo_0000")
     assert entry.status == "verified" and not entry.unsaved
@@ -391,13 +400,16 @@ def test_close_asks_about_unsaved_edits_and_settings_are_remembered(
 ) -> None:
     window.open_folder(project_dir)
     window.edit_toolbar.set_tool(Tool.BRUSH)
-    drag(qtbot, window.canvas, (5, 5), (20, 20))
+    drag(qtbot, window.canvas, (5, 5), (20, 20))  # a correction, saved at once
+    assert window.editor.save_current()  # now a verified mask: its edits wait for Ctrl+S
+    drag(qtbot, window.canvas, (5, 40), (20, 40))
+    doc = window.canvas.document()
     questions = Questions(monkeypatch, Button.Cancel)
     assert not window.close() and window.isVisible()
     assert "unsaved edits" in questions.asked[0]
     questions.answer = Button.SaveAll
     assert window.close()
-    assert (project_dir / "verified" / "demo_0000.png").exists()
+    np.testing.assert_array_equal(load_mask(project_dir / "verified" / "demo_0000.png"), doc.mask)
 
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     assert Path(settings.value("lastFolder")) == project_dir.resolve()
@@ -444,6 +456,9 @@ def test_help_menu_lists_every_shortcut_once_and_explains_the_layers(window: Mai
     texts = [label.text() for label in dialog.legend.findChildren(QLabel)]
     assert any(t.startswith("Hatching") and "unsure" in t for t in texts)
     assert any("background" in t for t in texts)
+    assert any(t.startswith("Corrections") and "layer 9" in t for t in texts)
+    assert rows["Layer 9: Corrections"] == "9" and "suggestion with your corrections" in next(
+        text for text in rows if text.startswith("Save verified mask"))
     assert any(t.startswith(f"{name}: class {i}") for i, name in enumerate(window.project.class_names, 1) for t in texts)
 
 

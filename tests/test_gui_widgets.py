@@ -20,7 +20,8 @@ from app.layers_dock import LayersPanel, layer_note, layer_rgba  # noqa: E402
 from app.loss_plot import LossPlot  # noqa: E402
 from app.main import EXIT_NO_PLATFORM, build_parser, display_available, missing_xcb_packages, uses_xcb  # noqa: E402
 from app.project import ListEntry, ensure_demo  # noqa: E402
-from app.style import heatmap_rgba, label_rgba  # noqa: E402
+from app.refresh_indicator import RefreshIndicator  # noqa: E402
+from app.style import corrections_rgba, heatmap_rgba, label_rgba  # noqa: E402
 from app.training_panel import TrainingPanel, format_duration  # noqa: E402
 from app.workers import TrainWorker  # noqa: E402
 from oste_core.config import OSTEConfig  # noqa: E402
@@ -410,3 +411,61 @@ def test_train_worker_thins_fast_progress_but_always_passes_the_first_and_last_s
     iterations = [e.iteration for e in passed if e.kind == "progress"]
     assert iterations[0] == 1 and iterations[-1] == 200 and len(iterations) < 20
     assert passed[-1].kind == "done"
+
+
+def test_canvas_corrections_document_draws_only_the_strokes_and_fills_the_suggestion_region(
+    canvas: Canvas, qtbot
+) -> None:
+    canvas.set_opacity(1.0)
+    plain = grab_array(canvas)
+    doc = MaskDocument(np.full((40, 40), UNSURE, np.uint8), "img", sparse=True)
+    canvas.set_document(doc)
+    assert np.array_equal(grab_array(canvas), plain)  # "no correction" is clear, never hatched
+    suggestion = np.zeros((40, 40), np.uint8)
+    suggestion[5:20, 5:20] = 1  # the suggested object
+    canvas.set_suggestion(suggestion)
+    canvas.set_tool(Tool.FILL)
+    canvas.set_paint_value(3)
+    with qtbot.waitSignal(canvas.maskEdited):
+        qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=canvas.to_widget(10.5, 10.5).toPoint())
+    assert (doc.mask[5:20, 5:20] == 3).all() and (doc.mask[suggestion == 0] == UNSURE).all()
+    canvas.set_tool(Tool.ERASER)
+    canvas.set_brush_radius(1)
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=canvas.to_widget(30.5, 30.5).toPoint())
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=canvas.to_widget(30.5, 30.5).toPoint())
+    assert doc.mask[30, 30] == 0  # the eraser labels background
+    shot = grab_array(canvas)
+    inside, outside = canvas.to_widget(10.5, 10.5).toPoint(), canvas.to_widget(35.5, 5.5).toPoint()
+    assert tuple(shot[inside.y(), inside.x()]) == tuple(VOC_PALETTE[3])
+    assert np.array_equal(shot[outside.y(), outside.x()], plain[outside.y(), outside.x()])
+    erased = canvas.to_widget(30.5, 30.5).toPoint()
+    assert shot[erased.y(), erased.x()].sum() < plain[erased.y(), erased.x()].sum()  # background darkens
+    rgba = corrections_rgba(np.array([[UNSURE, 0, 2]], np.uint8))
+    assert rgba[0, 0, 3] == 0 and 0 < rgba[0, 1, 3] < 255 and rgba[0, 2, 3] == 255
+
+
+def test_layers_panel_has_a_corrections_layer_on_key_9(qtbot) -> None:
+    panel = LayersPanel()
+    qtbot.addWidget(panel)
+    panel.set_available({"image"})
+    panel.set_layer_number(9)
+    assert panel.layer() == "suggestion"  # no corrections for this image
+    panel.set_available({"image", "corrections"})
+    panel.set_layer_number(9)
+    assert panel.layer() == "corrections"
+    strokes = np.full((4, 4), UNSURE, np.uint8)
+    strokes[1, 1] = 2
+    rgba = layer_rgba("corrections", (4, 4), None, 1, "JET", corrections=strokes)
+    assert rgba[1, 1, 3] == 255 and tuple(rgba[1, 1, :3]) == tuple(VOC_PALETTE[2]) and rgba[0, 0, 3] == 0
+
+
+def test_refresh_indicator_counts_the_refreshed_suggestions(qtbot) -> None:
+    indicator = RefreshIndicator()
+    qtbot.addWidget(indicator)
+    assert indicator.text() == ""
+    indicator.show_progress(0, 180)
+    assert indicator.text() == "learning from your corrections ..."
+    indicator.show_progress(37, 180)
+    assert indicator.text() == "refreshing suggestions 37/180"
+    indicator.finish()
+    assert indicator.text() == "" and not indicator.isVisible()
