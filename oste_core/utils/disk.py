@@ -36,10 +36,11 @@ def free_bytes(folder: str | Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+def check_free_space(folder: str | Path, needed: int, what: str,
+                     hint: str = "free some space or choose another folder") -> None:
     """Raise `DiskFullError` before writing ``what`` when ``folder``'s disk has less than ``needed`` bytes
     (plus a small reserve) free."""
     free = free_bytes(folder)
     if needed + RESERVE_BYTES > free:
-        raise DiskFullError(f"{folder}: not enough free space for {what}: needs about {format_bytes(needed + RESERVE_BYTES)}, "
-                            f"{format_bytes(free)} free; free some space or choose another folder")
+        raise DiskFullError(f"{folder}: not enough free space for {what}: needs about "
+                            f"{format_bytes(needed + RESERVE_BYTES)}, {format_bytes(free)} free; {hint}")

@@ -39,6 +39,18 @@ def describe_holder(holder: dict) -> str:
             f"{holder.get('host', '?')}, since {holder.get('started', '?')})")
 
 
+def this_program() -> str:
+    """How the user knows this process: ``oste update``, ``OSTE Studio``, else the script's name."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = spec.name if spec is not None else ""
+    if module == "oste_core.cli" or name == "oste":
+        return " ".join(["oste", *[a for a in sys.argv[1:] if not a.startswith("-")][:1]])
+    if module.startswith("app.") or name == "oste-gui":
+        return "OSTE Studio"
+    return name
+
+
 def _process_start(pid: int) -> str | None:
     """The start time of a process in clock ticks (Linux), to tell a reused pid from the lock's writer."""
     try:
@@ -76,7 +88,7 @@ class FolderLock:
     def __init__(self, folder: str | Path, command: str | None = None) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
-        self.command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
+        self.command = command or this_program()
         self.stale: dict | None = None
         self._fd: int | None = None
 
