@@ -274,7 +274,7 @@ class Trainer:
         self._crf = None
         lock = FolderLock(self.run_dir, f"{what} ({this_program()})")
         try:
-            if self.dist.is_main:  # one writer per run folder (the lock names it); stale temp files go
+            if self.dist.is_main and (what == "training" or self.run_dir.is_dir()):  # one writer per run folder
                 self._take_run_folder(lock)
             return train(dist_utils.local_device(requested, self.dist))
         finally:
@@ -284,6 +284,8 @@ class Trainer:
             dist_utils.cleanup(self.dist)
 
     def _take_run_folder(self, lock: FolderLock) -> None:
+        """Lock the run folder (the lock names this process) and remove the temp files a killed writer left."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()
         if lock.stale:
             self._log(f"{self.run_dir}: the {lock.stale.get('command', 'writer')} that held this run ended without "

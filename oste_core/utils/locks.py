@@ -79,7 +79,7 @@ def record_is_stale(record: dict) -> bool:
 
 
 class FolderLock:
-    """Hold ``folder``'s lock while writing it: ``with FolderLock(run_dir, "oste train"):``.
+    """Hold ``folder``'s lock (the folder must exist) while writing it: ``with FolderLock(run_dir, "oste train"):``.
 
     ``acquire`` raises `FolderLockedError` when another live process holds it; ``stale`` is then the record
     of a dead writer whose lock was taken over (None when there was none).
@@ -99,7 +99,6 @@ class FolderLock:
     def acquire(self) -> "FolderLock":
         if self._fd is not None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
