@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_crash", ROOT / "benchmarks" / "bench_crash.py")
-bench_crash = importlib.util.module_from_spec(_spec)
+bench_crash = sys.modules.setdefault("bench_crash", importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(bench_crash)
 
 KILLS = 2  # per scenario here; the benchmark's default is 12
