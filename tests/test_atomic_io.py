@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,15 @@ def test_a_killed_writers_temp_file_is_recognised_skipped_and_removed(demo_folde
     assert temp.exists() and not (folder / "b.png").exists()
     assert [s.rel for s in open_folder(folder).samples] == ["a.png"] and not open_folder(folder).untagged
     assert remove_stale_temp_files(folder) == [temp] and not temp.exists()
+
+
+def test_temp_files_of_earlier_versions_are_removed_once_an_hour_old(tmp_path):
+    old, fresh = tmp_path / ".cvat_segmentation_mask_1.1.zip.k2j9_x0a.tmp.zip", tmp_path / ".a.png.q8d7c6b5.tmp.png"
+    for path in (old, fresh):
+        path.write_bytes(b"PK")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert is_temp_file(old) and is_temp_file(fresh) and not is_temp_file(tmp_path / ".hidden.png")
+    assert remove_stale_temp_files(tmp_path) == [old] and fresh.exists()
 
 
 def test_file_signature_changes_when_anyone_rewrites_the_file(tmp_path):

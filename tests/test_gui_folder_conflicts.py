@@ -124,3 +124,21 @@ def test_tags_changed_on_disk_are_reloaded_or_replaced_as_the_user_chooses(windo
     missing_too = next(c for c in window.project.class_names if c not in window.project.tags("demo_0002"))
     window.project.set_tags("demo_0002", [missing_too])  # the next write needs no question
     assert len(answers.asked) == 1
+
+
+def test_an_update_of_a_run_another_process_writes_fails_with_who_holds_it(window, project_dir, qtbot, monkeypatch):
+    run = project_dir / "runs" / "20260101-100000"
+    run.mkdir(parents=True)
+    (run / "model.pt").write_bytes(b"the run being updated by oste update")  # finished, as far as the GUI can tell
+    holder = subprocess.Popen([sys.executable, "-c", SESSION.replace("OSTE Studio", "oste update"), str(run)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert window.open_folder(project_dir) and window.training_panel.selected_run() == run
+        window.training.request_update()
+        qtbot.waitUntil(lambda: not window.is_training(), timeout=120_000)
+        assert "in use by oste update" in window.error_box.text() and f"pid {holder.pid}" in window.error_box.text()
+        assert (run / "model.pt").read_bytes() == b"the run being updated by oste update"
+    finally:
+        holder.kill()
+        holder.wait()

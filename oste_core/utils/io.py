@@ -6,12 +6,14 @@ replaces, so a colleague, labelme or a CVAT server running as another user can r
 
 A temp file is named ``.<name>.<host>-<pid>-<random>.oste-tmp<suffix>``: hidden (every folder scan skips
 names starting with '.'), and recognisable by `is_temp_file`. `remove_stale_temp_files` deletes the ones a
-killed process left behind (its pid is gone on this host, or, from another host, older than a day).
+killed process left behind (its pid is gone on this host, or, from another host, older than a day), and
+those of earlier versions, named by ``mkstemp`` (``.<name>.<8 characters>.tmp<suffix>``), once an hour old.
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import socket
 import stat
@@ -23,6 +25,8 @@ from typing import Iterator
 
 TEMP_MARK = ".oste-tmp"
 FOREIGN_TEMP_AGE_S = 24 * 3600  # a temp file of another host is stale after this long
+LEGACY_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")  # what mkstemp named them before
+LEGACY_TEMP_AGE_S = 3600
 
 
 def host_id() -> str:
@@ -46,7 +50,7 @@ def pid_alive(pid: int) -> bool:
 def is_temp_file(path: str | Path) -> bool:
     """True for a temp file of `atomic_path` (a write in progress, or left by a crash)."""
     name = Path(path).name
-    return name.startswith(".") and TEMP_MARK in name
+    return name.startswith(".") and (TEMP_MARK in name or LEGACY_TEMP.match(name) is not None)
 
 
 def _temp_owner(name: str) -> tuple[str, int] | None:
@@ -62,8 +66,9 @@ def is_stale_temp_file(path: Path) -> bool:
     owner = _temp_owner(path.name)
     if owner is not None and owner[0] == host_id():
         return not pid_alive(owner[1])
+    age = LEGACY_TEMP_AGE_S if TEMP_MARK not in path.name else FOREIGN_TEMP_AGE_S
     try:
-        return time.time() - path.stat().st_mtime > FOREIGN_TEMP_AGE_S
+        return time.time() - path.stat().st_mtime > age
     except FileNotFoundError:
         return False
 
@@ -75,9 +80,8 @@ def remove_stale_temp_files(*folders: str | Path, recursive: bool = False) -> li
         folder = Path(folder)
         if not folder.is_dir():
             continue
-        files = folder.rglob(f".*{TEMP_MARK}*") if recursive else folder.glob(f".*{TEMP_MARK}*")
-        for file in files:
-            if file.is_file() and is_stale_temp_file(file):
+        for file in folder.rglob(".*") if recursive else folder.glob(".*"):
+            if is_temp_file(file) and file.is_file() and is_stale_temp_file(file):
                 file.unlink(missing_ok=True)
                 removed.append(file)
     return removed
