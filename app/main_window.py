@@ -360,6 +360,7 @@ class MainWindow(QMainWindow):
             return
         except (OSError, ValueError, KeyError) as exc:
             self.show_error("Tags not saved", f"{self.project.root / 'tags.csv'}: {exc}")
+            self._show_tags(stem)  # the ticks the file has
             return
         self.report(f"{stem}: tags {', '.join(tags) or '(none)'} saved to tags.csv")
         self._update_class_pickers()

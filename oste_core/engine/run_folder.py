@@ -196,8 +196,14 @@ class RunFolder:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One line of ``metrics.jsonl`` (appended; a line is small enough to be written whole)."""
-        with open(self.file(METRICS), "a", encoding="utf-8") as log:
-            log.write(json.dumps(record) + "\n")
+        try:
+            with open(self.file(METRICS), "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise DiskFullError(f"{self.file(METRICS)}: the disk is full; the last checkpoint is kept: free some "
+                                "space, then resume the run") from exc
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every readable line of ``metrics.jsonl`` (a torn last line is skipped)."""
