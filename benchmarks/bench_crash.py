@@ -33,17 +33,20 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TINY = ["--iters", "8", "--batch", "2", "--crop", "64", "--device", "cpu", "--set", "train.workers=0",
         "--set", "train.checkpoint_every=1", "--set", "model.cam_scales=1.0", "--set", "model.crf_backend=torch",
         "--set", "model.crf_iters=3", "--set", "train.fast_max_side=48"]
 SCENARIOS = ("train", "update", "export", "save")
+# kill points are drawn after the line each process prints once it starts writing: a third of the training kills
+# after its first line instead (setup: nothing written yet, or only config.yaml)
+MARKERS = {"train": "training: ", "setup": "", "update": "updating for", "export": "exporting ", "save": "ready"}
 
 
 @dataclass
 class Outcome:
     scenario: str
-    delay_s: float  # after the process's first line of output
+    delay_s: float  # after the process printed its marker line (see ``MARKERS``)
     killed: bool  # False: it had ended before the kill
     ok: bool
     recovered: str  # "resumed", "reported", "readable", "old", "new" ...
@@ -92,7 +95,7 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 def timed(cmd: list[str], ready: str = "") -> float:
-    """Seconds from ``cmd``'s first line (containing ``ready``) to its end: the window to kill it in."""
+    """Seconds from ``cmd``'s first line containing ``ready`` to its end: the window to kill it in."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
     first = None
     output = []
@@ -109,12 +112,14 @@ def timed(cmd: list[str], ready: str = "") -> float:
 def train_kills(work: Path, data: Path, kills: int, rng: random.Random) -> list[Outcome]:
     from oste_core.engine.run_folder import RunFolder
 
-    window = timed(oste("train", str(data), "--out", str(work / "train-timing"), *TINY))
+    windows = {marker: timed(oste("train", str(data), "--out", str(work / f"train-timing-{marker}"), *TINY),
+                             MARKERS[marker]) for marker in ("setup", "train")}
     outcomes = []
     for k in range(kills):
         run_dir = work / f"train-{k}"
-        delay = rng.uniform(0, window)
-        killed, _ = kill_after(oste("train", str(data), "--out", str(run_dir), *TINY), delay)
+        marker = "setup" if k % 3 == 0 else "train"
+        delay = rng.uniform(0, windows[marker])
+        killed, _ = kill_after(oste("train", str(data), "--out", str(run_dir), *TINY), delay, MARKERS[marker])
         left = len(temp_files(run_dir))
         result = run(oste("train", str(data), "--out", str(run_dir), *TINY, "--resume"))
         if result.returncode == 0:
@@ -146,11 +151,11 @@ def update_kills(work: Path, data: Path, kills: int, rng: random.Random) -> list
 
     run_dir = trained_run(work, data)
     command = oste("update", str(run_dir), str(data), "--budget", "2", "--device", "cpu")
-    window = timed(command)
+    window = timed(command, MARKERS["update"])
     outcomes = []
     for _ in range(kills):
         delay = rng.uniform(0, window)
-        killed, _ = kill_after(command, delay)
+        killed, _ = kill_after(command, delay, MARKERS["update"])
         left = len(temp_files(run_dir))
         try:
             Predictor.from_run(run_dir, device="cpu")
@@ -192,11 +197,11 @@ def export_kills(work: Path, data: Path, kills: int, rng: random.Random) -> list
     out = work / "export"
     command = oste("export", str(run_dir), str(data), "--out", str(out), "--format", "voc,labelme,cvat",
                    "--overwrite", "--device", "cpu")
-    window = timed(command)
+    window = timed(command, MARKERS["export"])
     outcomes = []
     for _ in range(kills):
         delay = rng.uniform(0, window)
-        killed, _ = kill_after(command, delay)
+        killed, _ = kill_after(command, delay, MARKERS["export"])
         left = len(temp_files(out))
         bad = complete_files(out)
         outcomes.append(Outcome("export", delay, killed, not bad, "complete" if not bad else "incomplete", left,
@@ -256,7 +261,7 @@ def save_kills(work: Path, data: Path, kills: int, rng: random.Random) -> list[O
     outcomes = []
     for _ in range(kills):
         delay = rng.uniform(0.05, 1.5)
-        killed, output = kill_after(command, delay, ready="ready")
+        killed, output = kill_after(command, delay, MARKERS["save"])
         left = len(temp_files(root))
         problems, which = [], []
         verified = root / "verified" / f"{sample.stem}.png"

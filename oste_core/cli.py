@@ -322,6 +322,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not folder.samples:
         raise CliError(f"{args.data}: no readable images to export")
     cams: list[Path] = []
+    print(f"exporting {len(folder.samples)} image(s) to {args.out}", flush=True)
 
     def write_cams(sample, prediction) -> None:
         cams.extend(_write_cams(args.out, sample, prediction, predictor.class_names,
