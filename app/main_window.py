@@ -30,13 +30,14 @@ from app.corrections import CorrectionsControl
 from app.edit_toolbar import EditToolbar
 from app.editor import EditorControl
 from app.export_dialog import ExportDialog
+from app.folder_conflicts import FolderConflicts
 from app.help_dialog import HelpDialog
 from app.image_list import ImageList
 from app.image_view import ImageView
 from app.layers_dock import LayersPanel
 from app.log_view import LogView
 from app.menus import Menus
-from app.project import Project, demo_location, ensure_demo
+from app.project import Project, TagsChangedOnDisk, demo_location, ensure_demo
 from app.review import ReviewOrder
 from app.style import STYLE_SHEET
 from app.tags_dock import TagsPanel
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
                                               self.statusBar(), self.report)
         self.review = ReviewOrder(self)
         self.training = TrainingControl(self)
+        self.conflicts = FolderConflicts(self)
         self.menus = Menus(self)
         self._build_status_bar()
         self._connect()
@@ -268,21 +270,21 @@ class MainWindow(QMainWindow):
         self._stop_validation()
         self.review.cancel()
         try:
-            self.project.open(path)
-        except (FolderError, OSError, ValueError) as exc:
+            if not self.conflicts.open_project(path):
+                return False
+        except (FolderError, OSError, ValueError, RuntimeError) as exc:
             self.show_error("Cannot open folder", str(exc))
             return False
         project = self.project
         self.settings.setValue("lastFolder", str(project.root))
         self.view.show("")
-        self.setWindowTitle(f"{APP_TITLE} — {project.root}")
+        self.setWindowTitle(f"{APP_TITLE} — {project.root}" + (" (read-only)" if project.read_only else ""))
         self.tags_panel.clear_history()
-        self.image_list.set_entries([project.entry(s) for s in project.stems()], project.class_names)
-        self._on_classes_changed()
+        self.show_project_contents()
         self.training_panel.reset()
         self.training_panel.set_project_open(True)
         self.report(f"opened {project.root} ({project.folder.layout} layout, {len(project.stems())} images, "
-                    f"{len(project.class_names)} classes)")
+                    f"{len(project.class_names)} classes)" + ("; read-only" if project.read_only else ""))
         for problem in project.problems:
             self.report(problem, error=True)
         selected = project.preferred_run(self.settings.value(self._run_key()))
@@ -293,6 +295,14 @@ class MainWindow(QMainWindow):
         if stems:
             self.image_list.select_stem(stems[0])
         return True
+
+    def show_project_contents(self) -> None:
+        """List the project's images and classes again (opened, or its tags reloaded); the current image stays."""
+        project, stem = self.project, self.view.stem
+        self.image_list.set_entries([project.entry(s) for s in project.stems()], project.class_names)
+        self._on_classes_changed()
+        if stem in project.stems():
+            self.image_list.select_stem(stem)
 
     def _on_classes_changed(self) -> None:
         names = self.project.class_names
@@ -348,8 +358,12 @@ class MainWindow(QMainWindow):
         stem = self.view.stem
         try:
             self.project.set_tags(stem, tags)
+        except TagsChangedOnDisk:
+            self.conflicts.tags_changed(lambda: self._on_tags_edited(tags))
+            return
         except (OSError, ValueError, KeyError) as exc:
             self.show_error("Tags not saved", f"{self.project.root / 'tags.csv'}: {exc}")
+            self._show_tags(stem)  # the ticks the file has
             return
         self.report(f"{stem}: tags {', '.join(tags) or '(none)'} saved to tags.csv")
         self._update_class_pickers()
@@ -359,6 +373,9 @@ class MainWindow(QMainWindow):
     def _on_class_added(self, name: str) -> None:
         try:
             index = self.project.add_class(name)
+        except TagsChangedOnDisk:
+            self.conflicts.tags_changed(lambda: self._on_class_added(name))
+            return
         except (OSError, ValueError) as exc:
             self.show_error("Class not added", str(exc))
             return
@@ -453,5 +470,6 @@ class MainWindow(QMainWindow):
             self.export_dialog.wait()
         self._stop_validation()
         self.inference.shutdown()
+        self.project.close()
         self._save_settings()
         event.accept()

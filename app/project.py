@@ -3,6 +3,11 @@
 
 Images that have no row in ``tags.csv`` yet (``LabelledFolder.untagged``) are listed too; giving
 them tags makes them samples. Every tag change is written to ``tags.csv`` at once.
+
+While a project is open its folder is locked (``.oste.lock``, `oste_core.utils.locks`): a second session
+gets `FolderLockedError` and may open it read-only (every write then raises `ReadOnlyError`). Before each
+write of ``tags.csv`` / ``classes.txt`` the files are compared with what was read: a change made by another
+program raises `TagsChangedOnDisk`, and the window asks whether to reload them or keep its own tags.
 """
 from __future__ import annotations
 
@@ -14,13 +19,24 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QStandardPaths, Signal
 
 from oste_core.data import LabelledFolder, Sample, open_folder, write_demo_data
+from oste_core.data.folder import detect_layout
 from oste_core.editing import MaskDocument, open_document, verified_path
 from oste_core.engine.predictor import Prediction
 from oste_core.engine.run_folder import RunFolder
+from oste_core.utils.io import file_signature, remove_stale_temp_files
+from oste_core.utils.locks import FolderLock
 
 RUNS_DIR = "runs"
 DEMO_IMAGES, DEMO_SIZE = 200, 128
 PREDICTION_CACHE = 24
+
+
+class ReadOnlyError(PermissionError):
+    """The project was opened read-only (another session writes it); nothing is saved."""
+
+
+class TagsChangedOnDisk(RuntimeError):
+    """``tags.csv`` or ``classes.txt`` changed on disk since the project read or wrote them."""
 
 
 @dataclass
@@ -59,6 +75,9 @@ class Project(QObject):
         self._predicted: set[str] = set()
         self._uncertainty: dict[str, float] = {}
         self._errors: dict[str, str] = {}
+        self._lock: FolderLock | None = None
+        self.read_only = False
+        self._tags_seen: tuple = ()  # signatures of tags.csv and classes.txt as last read or written
 
     # -------------------------------------------------------------- folder
     @property
@@ -70,21 +89,72 @@ class Project(QObject):
     def is_open(self) -> bool:
         return self.folder is not None
 
-    def open(self, root: str | Path) -> None:
-        """Read the folder (any supported layout) and write the native files when absent.
+    def open(self, root: str | Path, read_only: bool = False) -> None:
+        """Lock and read the folder (any supported layout) and write the native files when absent.
 
-        Raises `oste_core.data.FolderError` with a clear message for unusable folders.
+        Raises `oste_core.data.FolderError` with a clear message for unusable folders, and
+        `FolderLockedError` when another session holds the folder (unless ``read_only``).
         """
-        folder = open_folder(Path(root).expanduser().resolve())
-        if not folder.tags_path.is_file() or not folder.classes_path.is_file():
-            folder.save_tags()
+        root = Path(root).expanduser().resolve()
+        detect_layout(root)  # a missing folder is a FolderError before anything is locked
+        keep = self._lock is not None and self._lock.folder == root and not read_only
+        lock = self._lock if keep else (None if read_only else FolderLock(root, "OSTE Studio").acquire())
+        try:
+            folder = open_folder(root)
+            if not read_only:
+                remove_stale_temp_files(root, folder.root / "verified")  # left by a killed session
+                if not folder.tags_path.is_file() or not folder.classes_path.is_file():
+                    folder.save_tags()
+        except BaseException:
+            if lock is not None and not keep:
+                lock.release()
+            raise
+        if self._lock is not None and not keep:
+            self._lock.release()
+        self._lock, self.read_only = lock, read_only
+        self._use(folder)
+        self._documents.clear()
+        self._errors.clear()
+        self.opened.emit()
+
+    def _use(self, folder: LabelledFolder) -> None:
         self.folder = folder
         self._samples = {s.stem: s for s in folder.samples}
         self._untagged = {folder.stem_of(rel): rel for rel in folder.untagged}
-        self._documents.clear()
+        self._tags_seen = self._tags_on_disk()
         self.clear_predictions()
-        self._errors.clear()
-        self.opened.emit()
+
+    def close(self) -> None:
+        """Release the folder's lock (the window is closing)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _tags_on_disk(self) -> tuple:
+        return file_signature(self.folder.tags_path), file_signature(self.folder.classes_path)
+
+    def tags_changed_on_disk(self) -> bool:
+        """True when another program rewrote ``tags.csv`` or ``classes.txt`` since this project read them."""
+        return self.folder is not None and self._tags_on_disk() != self._tags_seen
+
+    def reload_tags(self) -> None:
+        """Read the folder's tags and classes again (after another program changed them); edits are kept."""
+        self._use(open_folder(self.root))
+
+    def keep_own_tags(self) -> None:
+        """Accept the change on disk as seen: the next write replaces it with this project's tags."""
+        self._tags_seen = self._tags_on_disk()
+
+    def _before_write(self, tags: bool = False) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"{self.root}: opened read-only (another session writes this folder); "
+                                "nothing is saved")
+        if tags and self.tags_changed_on_disk():
+            raise TagsChangedOnDisk(f"{self.folder.tags_path}: changed on disk since OSTE Studio read it")
+
+    def _save_tags(self) -> None:
+        self.folder.save_tags()
+        self._tags_seen = self._tags_on_disk()
 
     @property
     def class_names(self) -> list[str]:
@@ -128,18 +198,20 @@ class Project(QObject):
         return sample.gt_mask if sample is not None else None
 
     def set_tags(self, stem: str, tags: list[str]) -> None:
-        """Change one image's tags and save ``tags.csv`` atomically right away."""
+        """Change one image's tags and save ``tags.csv`` atomically right away (see `_before_write`)."""
+        self._before_write(tags=True)
         sample = self.folder.set_tags(self._untagged.get(stem, stem), tags)
         self._samples[stem] = sample
         self._untagged.pop(stem, None)
-        self.folder.save_tags()
+        self._save_tags()
         self.drop_prediction(stem)
         self.entryChanged.emit(stem)
 
     def add_class(self, name: str) -> int:
         """Add a foreground class (saved to ``classes.txt``); returns its index. ValueError for a bad name."""
+        self._before_write(tags=True)
         index = self.folder.add_class(name)
-        self.folder.save_tags()
+        self._save_tags()
         self.classesChanged.emit()
         return index
 
@@ -202,6 +274,7 @@ class Project(QObject):
     def save_document(self, stem: str, force: bool = False) -> Path | None:
         """Write ``verified/<stem>.png`` (a corrections document: ``corrections/<stem>.png``, None when it
         was removed); raises `ChangedOnDisk` if the file changed on disk."""
+        self._before_write()
         doc = self._documents[stem]
         path = doc.save(self.root, force=force)
         sample = self.sample(stem)

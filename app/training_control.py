@@ -68,6 +68,10 @@ class TrainingControl(QObject):
 
     def _launch(self, run_dir: Path, resume: bool, update: bool) -> None:
         window = self._window
+        if window.project.read_only:
+            window.show_error("Opened read-only", f"{window.project.root}: opened read-only, so nothing is trained "
+                              "into its runs/ folder; close the other session and open the folder again to train")
+            return
         try:
             cfg = window.training_panel.config()
         except (KeyError, ValueError) as exc:

@@ -261,13 +261,12 @@ def _load_run_and_folder(run: Path, data: Path, device: str):
     return predictor, folder
 
 
-def _write_cams(out: Path, sample, prediction, class_names: list[str], image) -> None:
+def _write_cams(out: Path, sample, prediction, class_names: list[str], image) -> list[Path]:
     from oste_core.export import save_heatmap_png
 
-    for k in prediction.tags:
-        name = class_names[k - 1]
-        for layer in ("cam", "merged_cam", "enhanced_cam"):
-            save_heatmap_png(out / "cams" / f"{sample.stem}_{name}_{layer}.png", getattr(prediction, layer)[k - 1], image)
+    return [save_heatmap_png(out / "cams" / f"{sample.stem}_{class_names[k - 1]}_{layer}.png",
+                             getattr(prediction, layer)[k - 1], image)
+            for k in prediction.tags for layer in ("cam", "merged_cam", "enhanced_cam")]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -319,21 +318,29 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from oste_core.data import load_image
     from oste_core.export import check_formats, export_folder
+    from oste_core.utils.disk import DiskFullError
 
     formats = check_formats([f.strip() for f in args.format.split(",") if f.strip()])  # before the slow part
     predictor, folder = _load_run_and_folder(args.run, args.data, args.device)
     if not folder.samples:
         raise CliError(f"{args.data}: no readable images to export")
+    cams: list[Path] = []
+    print(f"exporting {len(folder.samples)} image(s) to {args.out}", flush=True)
 
     def write_cams(sample, prediction) -> None:
-        _write_cams(args.out, sample, prediction, predictor.class_names,
-                    load_image(sample.image_path, max_side=predictor.max_side))
+        cams.extend(_write_cams(args.out, sample, prediction, predictor.class_names,
+                                load_image(sample.image_path, max_side=predictor.max_side)))
 
-    with tqdm(total=len(folder.samples), desc="export", unit="img", disable=None) as bar:
-        summary = export_folder(folder, args.out, formats, what=args.what, predictor=predictor,
-                                prefer_verified=not args.ignore_verified, overwrite=args.overwrite,
-                                on_progress=lambda done, total: bar.update(1),
-                                on_prediction=write_cams if args.cams else None)
+    try:
+        with tqdm(total=len(folder.samples), desc="export", unit="img", disable=None) as bar:
+            summary = export_folder(folder, args.out, formats, what=args.what, predictor=predictor,
+                                    prefer_verified=not args.ignore_verified, overwrite=args.overwrite,
+                                    on_progress=lambda done, total: bar.update(1),
+                                    on_prediction=write_cams if args.cams else None)
+    except DiskFullError:  # the export removed its masks; the CAMs go too
+        for path in cams:
+            path.unlink(missing_ok=True)
+        raise
     print(summary)
     report_problems(folder.problems + predictor.problems, args.out / "problems.txt")
     return 0

@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+YAML_HEADER = "# OSTE Studio settings (the file ends with the line '# end')"
+YAML_TRAILER = "# end"  # a saved YAML config without it was cut short
+
 
 @dataclass
 class ModelConfig:
@@ -129,8 +132,8 @@ class OSTEConfig:
 
         path = Path(path)
         data = self.to_dict()
-        if path.suffix in (".yaml", ".yml"):
-            text = yaml.safe_dump(_plain(data), sort_keys=False)
+        if path.suffix in (".yaml", ".yml"):  # framed, so that a cut-short file is recognised (`load`)
+            text = f"{YAML_HEADER}\n{yaml.safe_dump(_plain(data), sort_keys=False)}{YAML_TRAILER}\n"
         else:
             text = json.dumps(_plain(data), indent=2)
         atomic_write_text(path, text)
@@ -140,7 +143,11 @@ class OSTEConfig:
     def load(cls, path: str | Path) -> "OSTEConfig":
         path = Path(path)
         text = path.read_text(encoding="utf-8")
+        if text.startswith(YAML_HEADER) and not text.rstrip().endswith(YAML_TRAILER):
+            raise ValueError(f"{path}: incomplete (the last line, {YAML_TRAILER!r}, is missing)")
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: empty, or not a mapping of settings")
         return cls.from_dict(data)
 
 

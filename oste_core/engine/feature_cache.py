@@ -13,7 +13,9 @@ A file's name is a hash of everything its content depends on: the image file (pa
 time), the backbone and its weights, the output stride, the working size, the LEM grids and the stages
 kept. A changed image or setting therefore misses the cache and is recomputed; stale files are deleted
 by ``prune``. A file that cannot be read (a crash mid-write cannot leave one: writes are atomic, but a
-disk can fail) is logged, deleted and recomputed.
+disk can fail) is logged, deleted and recomputed. Before the first new file is written, the free space is
+checked against its size times the images still to cache (`plan`); a disk full then or later raises
+`DiskFullError`, and the run stays resumable (the files written so far are kept).
 
 The predictor's cache (``scale`` = ``train.fast_predict_scale``) holds the same features of the working-size
 image enlarged by that factor, in ``<run>/features/x<scale>/``: predictions are made there.
@@ -21,6 +23,7 @@ image enlarged by that factor, in ``<run>/features/x<scale>/``: predictions are 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -34,12 +37,15 @@ from oste_core.data.image_io import downscale, load_image, rescale
 from oste_core.models import OSTEModel
 from oste_core.models.backbones.conv_bn import reuse_folded_weights
 from oste_core.models.modules.lem import image_tiles
-from oste_core.utils.io import atomic_path
+from oste_core.utils.disk import DiskFullError, check_free_space, format_bytes, free_bytes
+from oste_core.utils.io import atomic_write_bytes, is_disk_full
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "features"
 FORMAT_VERSION = 2
+DISK_FULL_HINT = ("the run folder is kept: free some space (a run's features/ folder can be deleted: it is rebuilt), "
+                  "then resume the run or update it again")
 
 
 def pack(features: Tensor) -> dict[str, Tensor]:
@@ -98,6 +104,16 @@ class FeatureCache:
         self._memory_budget = keep_in_memory_mb * 2**20
         self._memory_used = 0.0
         self.rebuilt: list[str] = []  # files that could not be read and were recomputed
+        self._planned = 0  # images still to cache, for the free-space check before the first write
+
+    def cached(self, image_path: str | Path) -> bool:
+        """True when the image's features are on disk or in memory (no backbone pass needed)."""
+        key = self.key(image_path)
+        return key in self._memory or (self.directory / f"{key}.pt").is_file()
+
+    def plan(self, count: int) -> None:
+        """``count`` images are about to be cached: the first new file checks there is room for them all."""
+        self._planned = count
 
     def key(self, image_path: str | Path) -> str:
         """Hash of the image file's identity and every setting the features depend on."""
@@ -116,12 +132,26 @@ class FeatureCache:
         if features is None:
             image = load_image(image_path, max_side=self.load_max_side)
             features = self.compute(self.working_image(image))
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with atomic_path(file) as tmp:
-                torch.save({"image_uint8": features.image_uint8, "stages": features.stages,
-                            "tiles": features.tiles}, tmp)
+            self._write(file, features)
         self._remember(key, features)
         return features
+
+    def _write(self, file: Path, features: ImageFeatures) -> None:
+        buffer = io.BytesIO()
+        torch.save({"image_uint8": features.image_uint8, "stages": features.stages, "tiles": features.tiles}, buffer)
+        data = buffer.getvalue()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._planned > 0:
+            count, self._planned = self._planned, 0
+            check_free_space(self.directory, len(data) * count, f"the backbone features of {count} image(s)",
+                             hint=DISK_FULL_HINT)
+        try:
+            atomic_write_bytes(file, data)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise DiskFullError(f"{self.directory}: the disk filled up while caching backbone features "
+                                f"({format_bytes(free_bytes(self.directory))} free); {DISK_FULL_HINT}") from exc
 
     def _read(self, file: Path) -> ImageFeatures | None:
         try:

@@ -45,6 +45,7 @@ from oste_core.suggest.fitting import fit_pixel_probe, teach_maf_refinement
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import device_description, pick_device
+from oste_core.utils.locks import FolderLock, this_program
 
 PROGRESS_EVERY_S = 1.0  # a progress event at least this often, whatever train.log_every says
 
@@ -201,11 +202,13 @@ class Trainer:
         self._emit(TrainEvent("log", message=message))
 
     def _prepare_run_folder(self, folder: LabelledFolder, resume: bool) -> None:
+        if resume and not self.run_folder.has_config():
+            raise TrainingError(f"{self.run_dir}: no run to resume here (no {CONFIG} or {CHECKPOINT}); start a new run")
         if not resume and self.run_folder.has_weights():
             raise TrainingError(f"{self.run_dir}: already holds a trained run; pass --resume to continue it "
                                 "or choose a new run folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and self.run_folder.file(CONFIG).exists():
+        if resume and self.run_folder.has_config():
             saved = self.run_folder.load_config()
             saved.train.iters = self.cfg.train.iters  # resume may extend the schedule
             saved.train.device = self.cfg.train.device
@@ -254,7 +257,7 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self, resume: bool = False) -> Path:
         """Train to ``cfg.train.iters`` (or until cancelled); return the run folder."""
-        return self._with_device(lambda device: self._train(device, resume=resume))
+        return self._with_device(lambda device: self._train(device, resume=resume), "training")
 
     def run_update(self, budget_s: float = 45.0) -> Path:
         """Continue a finished (or stopped) run for about ``budget_s`` seconds, the verified masks as full
@@ -266,18 +269,33 @@ class Trainer:
         """
         if budget_s <= 0:
             raise TrainingError(f"the update budget must be positive, got {budget_s} s")
-        return self._with_device(lambda device: self._train(device, update_budget_s=budget_s))
+        return self._with_device(lambda device: self._train(device, update_budget_s=budget_s), "update")
 
-    def _with_device(self, train: Callable[[torch.device], Path]) -> Path:
+    def _with_device(self, train: Callable[[torch.device], Path], what: str) -> Path:
         requested = pick_device(self.cfg.train.device)
         self.dist = dist_utils.init_distributed(requested)
         self._crf = None
+        lock = FolderLock(self.run_dir, f"{what} ({this_program()})")
         try:
+            if self.dist.is_main and (what == "training" or self.run_dir.is_dir()):  # one writer per run folder
+                self._take_run_folder(lock)
             return train(dist_utils.local_device(requested, self.dist))
         finally:
+            lock.release()
             if self._crf is not None:
                 self._crf.close()  # shuts down the pydensecrf process pool, if any
             dist_utils.cleanup(self.dist)
+
+    def _take_run_folder(self, lock: FolderLock) -> None:
+        """Lock the run folder (the lock names this process) and remove the temp files a killed writer left."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        if lock.stale:
+            self._log(f"{self.run_dir}: the {lock.stale.get('command', 'writer')} that held this run ended without "
+                      "releasing it (killed?); taken over")
+        removed = self.run_folder.remove_stale_temps()
+        if removed:
+            self._log(f"removed {len(removed)} temp file(s) a stopped writer left in {self.run_dir}")
 
     def _open_folder(self) -> LabelledFolder:
         folder = open_folder(self.data_dir)
@@ -479,6 +497,7 @@ class Trainer:
         keys: set[str] = set()
         total = len(folder.samples)
         progress = self._pass_progress("features", "backbone features", time.perf_counter())
+        cache.plan(sum(not cache.cached(s.image_path) for s in folder.samples if s.image_path.is_file()))
         for done, sample in enumerate(folder.samples, start=1):
             if self.cancelled:
                 break
@@ -589,12 +608,15 @@ class Trainer:
 
     def _load_checkpoint(self, model: OSTEModel, optimizer: torch.optim.Optimizer) -> int:
         path = self.run_folder.file(CHECKPOINT)
-        if not path.exists():
-            raise TrainingError(f"{path}: no checkpoint to resume from")
+        if not path.exists():  # stopped (killed, disk full) before its first checkpoint; cached features are kept
+            self._log(f"{path}: no checkpoint yet; the run starts again from iteration 0")
+            return 0
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = self.run_folder.load_weights(path, self.device)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+        except RunError as exc:  # names the damage and what to do
+            raise TrainingError(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is one clear error
             raise TrainingError(f"{path}: cannot resume from this checkpoint ({exc})") from exc
         self._log(f"resumed from iteration {state['iteration']}")
@@ -602,7 +624,7 @@ class Trainer:
 
     def _load_run_settings(self, folder: LabelledFolder) -> None:
         """An update trains with the run's own settings (only the device is taken from ``cfg``)."""
-        if not self.run_folder.file(CONFIG).exists():
+        if not self.run_folder.has_config():
             raise TrainingError(f"{self.run_folder.file(CONFIG)}: not found; an update continues a trained run "
                                 "(train one first)")
         saved = self.run_folder.load_config()

@@ -15,7 +15,11 @@ own, full resolution, and a predicted mask (made at the working size, or 1.5 tim
 resized with nearest neighbour (labelme polygons are traced before that and scaled). Before anything is written or
 predicted, every target path is checked: existing files raise `ExportExistsError` unless
 ``overwrite=True``, and a target inside a project's ``verified/`` folder (the user's verified
-masks) raises `ExportTargetError`.
+masks) raises `ExportTargetError`. Then the free space is checked against an estimate
+(`estimate_export_bytes`): too little raises `DiskFullError` naming the folder, the space needed
+and the space free. A disk that fills up anyway stops the export: the files it wrote are removed
+and `DiskFullError` says so. Every file is written atomically; the temp files a killed export left
+in the target folders are removed first (`oste_core.export.guard`).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import numpy as np
 
 from oste_core.data.image_io import ImageLoadError, image_size, load_mask
 from oste_core.export.cvat import UNSURE_LABEL, cvat_zip, cvat_zip_path
+from oste_core.export.guard import ExportGuard, estimate_export_bytes
 from oste_core.export.labelme import labelme_path, labels_path, write_labelme_json, write_labels_txt
 from oste_core.export.palette import VOC_PALETTE, colorize, save_palette_png
 from oste_core.export.voc import voc_list_paths, voc_mask_path, write_voc_lists, write_voc_mask
@@ -58,6 +63,7 @@ __all__ = [
     "check_export_targets",
     "check_formats",
     "colorize",
+    "estimate_export_bytes",
     "export_folder",
     "export_masks",
     "export_targets",
@@ -181,9 +187,7 @@ def _write_one(
     add_to_cvat: Callable[[str, np.ndarray], bool] | None,
 ) -> bool:
     """Write one mask in every format at the image's size; False (and listed as skipped) when it cannot be."""
-    image_path = sample.image_path
-    if not image_path.is_absolute() and image_root is not None:
-        image_path = Path(image_root) / image_path
+    image_path = _image_path(sample, image_root)
     try:
         mask = _check_mask(mask, len(class_names))
         shape = image_size(image_path)
@@ -208,6 +212,40 @@ def _write_one(
     for fmt in formats:
         summary.counts[fmt] += 1
     return True
+
+
+def _image_path(sample: "Sample", image_root: str | Path | None) -> Path:
+    if not sample.image_path.is_absolute() and image_root is not None:
+        return Path(image_root) / sample.image_path
+    return sample.image_path
+
+
+def _image_shapes(samples: Iterable["Sample"], image_root: str | Path | None) -> Iterator[tuple[int, int]]:
+    """(height, width) of each readable image (for the space estimate; unreadable ones are skipped later)."""
+    for sample in samples:
+        try:
+            yield image_size(_image_path(sample, image_root))
+        except ImageLoadError:
+            continue
+
+
+def _guarded_write(
+    items: Iterable[tuple["Sample", np.ndarray | None]],
+    samples: Sequence["Sample"],
+    out_dir: Path,
+    class_names: Sequence[str],
+    formats: tuple[str, ...],
+    overwrite: bool,
+    on_progress: Callable[[int, int], None] | None,
+    image_root: str | Path | None,
+    summary: ExportSummary,
+) -> ExportSummary:
+    """Check the targets and the free space, then `_write`; a full disk removes what was written."""
+    targets = check_export_targets(samples, out_dir, formats, overwrite)
+    guard = ExportGuard(out_dir, targets, formats)
+    guard.prepare(_image_shapes(samples, image_root), len(samples))
+    with guard.removing_on_full_disk(summary, len(samples)):
+        return _write(items, len(samples), out_dir, class_names, formats, on_progress, image_root, summary)
 
 
 def _write(
@@ -260,11 +298,10 @@ def export_masks(
     The items are read into a list first (the targets are checked before anything is written).
     """
     formats = check_formats(formats)
-    out_dir = Path(out_dir)
     items = list(items)
-    check_export_targets([sample for sample, _ in items], out_dir, formats, overwrite)
-    summary = ExportSummary(out_dir, {fmt: 0 for fmt in formats})
-    return _write(items, len(items), out_dir, class_names, formats, on_progress, image_root, summary)
+    summary = ExportSummary(Path(out_dir), {fmt: 0 for fmt in formats})
+    return _guarded_write(items, [sample for sample, _ in items], Path(out_dir), class_names, formats, overwrite,
+                          on_progress, image_root, summary)
 
 
 def verified_file(folder: "LabelledFolder", sample: "Sample") -> Path | None:
@@ -306,7 +343,6 @@ def export_folder(
     out_dir = Path(out_dir)
     jobs = [(s, verified_file(folder, s)) for s in folder.samples]
     jobs = [(s, path) for s, path in jobs if what != "verified" or path is not None]
-    check_export_targets([s for s, _ in jobs], out_dir, formats, overwrite)
     summary = ExportSummary(out_dir, {fmt: 0 for fmt in formats})
 
     def masks() -> Iterator[tuple["Sample", np.ndarray | None]]:
@@ -324,7 +360,8 @@ def export_folder(
                 mask = None
             yield sample, mask
 
-    return _write(masks(), len(jobs), out_dir, folder.class_names, formats, on_progress, None, summary)
+    return _guarded_write(masks(), [s for s, _ in jobs], out_dir, folder.class_names, formats, overwrite,
+                          on_progress, None, summary)
 
 
 def save_heatmap_png(path: str | Path, cam: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.5) -> Path:
