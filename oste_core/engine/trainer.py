@@ -38,6 +38,7 @@ from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
+from oste_core.data.priors import read_priors
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.models.modules.crf import make_crf
@@ -178,6 +179,7 @@ class Trainer:
         self._usable: list[Sample] = []  # the fast mode's images with cached features
         self._colocalisation: dict | None = None  # an update keeps the run's fit
         self._imagenet_prior: dict | None = None  # and its ImageNet prior
+        self._explicit_priors: dict[str, tuple[int, ...]] = {}  # priors.yaml's choices (read with the folder)
         self._pixel_probe: dict | None = None  # and its pixel probe
         self._maf_refinement: dict | None = None  # and its re-taught MAF
 
@@ -278,6 +280,7 @@ class Trainer:
 
     def _open_folder(self) -> LabelledFolder:
         folder = open_folder(self.data_dir)
+        self._explicit_priors = read_priors(folder.root, folder.class_names)  # a bad priors.yaml stops here
         bad = validate_images(folder)
         if bad:
             self._log(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
@@ -652,7 +655,8 @@ class Trainer:
         and the ImageNet classes of the folder's classes; None when either is missing."""
         if not (self.cfg.train.freeze_backbone and self.cfg.model.imagenet_prior_weight > 0):
             return None
-        prior = ImagenetPrior.for_classes(self.folder.class_names, model.backbone.imagenet_classifier)
+        prior = ImagenetPrior.for_classes(self.folder.class_names, model.backbone.imagenet_classifier,
+                                          self._explicit_priors)
         if prior is None:
             self._log("no ImageNet class prior: the backbone weights have no ImageNet classifier or no class is an "
                       "ImageNet concept")
