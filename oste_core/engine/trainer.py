@@ -39,6 +39,7 @@ from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
 from oste_core.data.priors import read_priors
+from oste_core.engine.tag_suggestions import write_run_suggestions
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.models.modules.crf import make_crf
@@ -646,9 +647,18 @@ class Trainer:
             if maf_refinement is not None:
                 payload["maf_refinement"] = maf_refinement
             self.run_folder.save_weights(FINAL_MODEL, payload)
+            self._suggest_tags()
         timings = self.timer.means() if self.timer else {}
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))
+
+    def _suggest_tags(self) -> None:
+        """The suggested tags of the folder's untagged images, into the run folder (``tag_suggestions.py``)."""
+        if self.folder.untagged:
+            start = time.perf_counter()
+            path = write_run_suggestions(self.run_dir, self.folder, device=str(self.device))
+            self._log(f"suggested the tags of {len(self.folder.untagged)} untagged images in "
+                      f"{time.perf_counter() - start:.0f} s ({path.name})")
 
     def _make_imagenet_prior(self, model: OSTEModel) -> dict | None:
         """The fast mode's ImageNet class prior (``imagenet_prior.py``): the frozen backbone's ImageNet classifier
