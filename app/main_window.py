@@ -37,6 +37,7 @@ from app.log_view import LogView
 from app.menus import Menus
 from app.project import Project, demo_location, ensure_demo
 from app.review import ReviewOrder
+from app.suggested_tags import SuggestedTagsControl
 from app.style import STYLE_SHEET
 from app.tags_dock import TagsPanel
 from app.training_control import TrainingControl
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self.editor = EditorControl(self)
         self.view = ImageView(self)
         self.review = ReviewOrder(self)
+        self.suggested_tags = SuggestedTagsControl(self)
         self.training = TrainingControl(self)
         self.menus = Menus(self)
         self._build_status_bar()

@@ -31,20 +31,25 @@ from oste_core.utils.device import pick_device  # noqa: E402
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def scratch_copy(data: Path, into: Path, hide: float, seed: int, rename: dict[str, str]) -> dict[str, list[str]]:
-    """The copy (images and masks as links); returns the hidden images' true tags (rel -> tags)."""
+def scratch_copy(data: Path, into: Path, hide: float, seed: int, rename: dict[str, str],
+                 subset: int | None = None) -> dict[str, list[str]]:
+    """The copy (images and masks as links; ``subset``: that many random images only); returns the hidden
+    images' true tags (rel -> tags)."""
+    with open(data / "tags.csv", newline="") as handle:
+        rows = [(row["image"], [rename.get(t, t) for t in row["tags"].split(";") if t]) for row in csv.DictReader(handle)]
+    if subset is not None:
+        rows = sorted(random.Random(1000 + seed).sample(rows, subset))
+    kept = {Path(rel).stem for rel, _ in rows}
     shutil.rmtree(into, ignore_errors=True)
     for path in data.rglob("*"):
         target = into / path.relative_to(data)
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
-        elif path.name not in ("tags.csv", "classes.txt") and path.parent.name != "verified":
+        elif path.name not in ("tags.csv", "classes.txt") and path.parent.name != "verified" and path.stem in kept:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(path.resolve())
     names = [rename.get(line.strip(), line.strip()) for line in (data / "classes.txt").read_text().splitlines() if line.strip()]
     (into / "classes.txt").write_text("\n".join(names) + "\n")
-    with open(data / "tags.csv", newline="") as handle:
-        rows = [(row["image"], [rename.get(t, t) for t in row["tags"].split(";") if t]) for row in csv.DictReader(handle)]
     hidden = set(random.Random(seed).sample(range(len(rows)), round(hide * len(rows))))
     with open(into / "tags.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -101,6 +106,7 @@ def main() -> None:
     parser.add_argument("--hide", type=float, default=0.5, help="share of the images whose tags are hidden")
     parser.add_argument("--rename", default="", help="old=new,... class renames in the copy")
     parser.add_argument("--miou", action="store_true", help="also the suggestion mIoU (bench_real.evaluate)")
+    parser.add_argument("--subset", type=int, help="use only this many random images of DATA")
     parser.add_argument("--work", type=Path, default=Path("/tmp/oste-bench-tags"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--train-only", action="store_true", help="train, do not score")
@@ -109,14 +115,14 @@ def main() -> None:
     rename = dict(pair.split("=", 1) for pair in args.rename.split(",") if pair)
     overrides = dict(item.split("=", 1) for item in args.set)
     device = pick_device(args.device)
-    tag = f"{args.data.name}_hide{args.hide}" + ("_" + "_".join(rename.values()).replace(" ", "") if rename else "")
+    tag = f"{args.data.name}{args.subset or ''}_hide{args.hide}" + ("_" + "_".join(rename.values()).replace(" ", "") if rename else "")
     for seed in args.seeds:
         root = args.work / f"{tag}_s{seed}"
         data, run = root / "data", root / "run"
         truth_file = root / "truth.json"
         if not (run / FINAL_MODEL).is_file():
             root.mkdir(parents=True, exist_ok=True)
-            truth = scratch_copy(args.data, data, args.hide, seed, rename)
+            truth = scratch_copy(args.data, data, args.hide, seed, rename, args.subset)
             truth_file.write_text(json.dumps(truth))
             shutil.rmtree(run, ignore_errors=True)
             seconds = train(data, run, {"train.seed": seed, **overrides}, device)

@@ -52,6 +52,11 @@ def uncertainty(tags: list[SuggestedTag]) -> float:
     return max((1.0 - abs(2.0 * tag.probability - 1.0) for tag in tags), default=0.0)
 
 
+def is_sure(tags: list[SuggestedTag], threshold: float) -> bool:
+    """Whether every class is at ``threshold`` or above, or at ``1 - threshold`` or below."""
+    return all(t.probability >= threshold or t.probability <= 1.0 - threshold for t in tags)
+
+
 def suggested_names(tags: list[SuggestedTag], threshold: float = DEFAULT_THRESHOLD) -> list[str]:
     """The classes at ``threshold`` or above, most probable first."""
     return [tag.name for tag in sorted(tags, key=lambda t: -t.probability) if tag.probability >= threshold]
@@ -146,7 +151,7 @@ def accept(folder: LabelledFolder, suggestions: dict[str, list[SuggestedTag]], t
         tags = suggestions.get(rel)
         if rel not in folder.untagged or tags is None:
             continue
-        if all(t.probability >= threshold or t.probability <= 1.0 - threshold for t in tags):
+        if is_sure(tags, threshold):
             names = [name for name in suggested_names(tags, threshold) if name in folder.class_names]
             folder.set_tags(rel, names)
             tagged[rel] = names
