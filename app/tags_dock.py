@@ -134,7 +134,10 @@ class TagsPanel(QWidget):
         self._suggested.setVisible(tags is not None or not tagged)
         for button in (self.accept_button, self.reject_button):
             button.setVisible(tags is not None)
-        self._render()
+        if self._clicked:
+            self._resort.start()  # called back from a click's own itemChanged: re-render after it returns
+        else:
+            self._render()
 
     def suggested(self) -> list[str]:
         """The suggested classes (at the default threshold), most probable first."""

@@ -128,3 +128,14 @@ def test_the_imagenet_list_of_a_class_is_searchable_and_saves_priors_yaml(window
     dialog.set_ticked(281, True)
     dialog.accept()
     assert read_priors(project_dir, window.project.class_names) == {name: (281,)}
+
+
+def test_ticking_a_class_of_an_image_with_a_suggestion_tags_it_and_hides_the_suggestion(
+        window: MainWindow, project_dir: Path, qtbot) -> None:
+    window.open_folder(project_dir)
+    window.suggested_tags.load(str(project_dir / "runs" / "run-1"))
+    window.image_list.select_stem("demo_0011")
+    assert window.tags_panel.accept_button.isVisible() and window.tags_panel.suggested() == []
+    window.tags_panel.set_tag_checked("square", True)  # as a click: inside the item's own itemChanged
+    qtbot.waitUntil(lambda: not window.tags_panel.accept_button.isVisible())
+    assert tag_rows(project_dir)["demo_0011.png"] == "square" and window.tags_panel.tags() == ["square"]
