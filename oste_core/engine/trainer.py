@@ -29,17 +29,17 @@ from oste_core import __version__
 from oste_core.config import OSTEConfig
 from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset, load_mask, open_folder, seed_worker,
                              validate_images)
+from oste_core.data.priors import read_priors
 from oste_core.engine import distributed as dist_utils
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
+from oste_core.engine.tag_suggestions import write_run_suggestions
 from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
-from oste_core.data.priors import read_priors
-from oste_core.engine.tag_suggestions import write_run_suggestions
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
 from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.models.modules.crf import make_crf
