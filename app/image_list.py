@@ -26,6 +26,7 @@ from app.style import STATUS_LABELS, icon, status_icon
 from oste_core.editing import review_order
 
 ALL = ""
+NOT_TAGGED = "not tagged"  # the status filter's "Not tagged yet": images without tags (not trained on)
 STEM_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -50,6 +51,7 @@ class ImageList(QWidget):
         self.status_filter.addItem("All statuses", ALL)
         for key, title in STATUS_LABELS.items():
             self.status_filter.addItem(status_icon(key), title, key)
+        self.status_filter.addItem("Not tagged yet", NOT_TAGGED)
         self.tag_filter = QComboBox()
         self.tag_filter.addItem("All tags", ALL)
         for widget in (self.search, self.status_filter, self.tag_filter):
@@ -145,14 +147,14 @@ class ImageList(QWidget):
 
     @staticmethod
     def _render(item: QListWidgetItem, entry: ListEntry) -> None:
-        text = entry.display_name + (" *" if entry.unsaved else "") + ("" if entry.tagged else "  (untagged)")
+        text = entry.display_name + (" *" if entry.unsaved else "") + ("" if entry.tagged else "  (not tagged yet)")
         if entry.uncertainty is not None:
             text += f"   {entry.uncertainty:.0%}"
         item.setText(text)
         item.setIcon(status_icon(entry.status))
         tags = ", ".join(entry.tags) or "(none)"
         if not entry.tagged:
-            tags = "none yet: tick classes to use this image for training"
+            tags = "not tagged yet: tick its classes (or accept the suggested ones) to train on it"
         tip = [f"{entry.rel or entry.stem}: {STATUS_LABELS[entry.status]}", f"tags: {tags}"]
         if entry.uncertainty is not None:
             tip.append(f"unsure pixels in the pseudo-label: {entry.uncertainty:.1%}")
@@ -193,7 +195,8 @@ class ImageList(QWidget):
     def _matches(self, entry: ListEntry) -> bool:
         status, tag = self.status_filter.currentData(), self.tag_filter.currentData()
         needle = self.search.text().strip().lower()
-        return ((not status or entry.status == status) and (not tag or tag in entry.tags)
+        status_ok = not status or (not entry.tagged if status == NOT_TAGGED else entry.status == status)
+        return (status_ok and (not tag or tag in entry.tags)
                 and (not needle or needle in (entry.rel or entry.stem).lower()))
 
     def _apply_filters(self) -> None:
@@ -206,6 +209,8 @@ class ImageList(QWidget):
         shown = len(self.visible_stems())
         by_status = {key: sum(e.status == key for e in entries) for key in STATUS_LABELS}
         parts = [f"{by_status[key]} {title.lower()}" for key, title in STATUS_LABELS.items() if by_status[key]]
+        not_tagged = sum(not e.tagged for e in entries)
+        parts += [f"{not_tagged} not tagged yet"] if not_tagged else []
         self.counts.setText(f"{shown} of {len(entries)} images shown" + (" · " + " · ".join(parts) if parts else ""))
 
     # -------------------------------------------------------------- sort
@@ -226,6 +231,20 @@ class ImageList(QWidget):
             ordered = review_order(scored)
             scored_stems = set(ordered)
             stems = ordered + [s for s in stems if s not in scored_stems]
+        self._reorder(stems)
+
+    def show_not_tagged_first(self, first: list[str]) -> None:
+        """Show only the images not tagged yet, ``first`` (e.g. most uncertain suggestion first) leading."""
+        self._by_uncertainty = False
+        leading = set(first)
+        self.status_filter.blockSignals(True)
+        self.status_filter.setCurrentIndex(self.status_filter.findData(NOT_TAGGED))
+        self.status_filter.blockSignals(False)
+        self._reorder([s for s in first if s in self._items] + [s for s in self._order if s not in leading])
+        if first:
+            self.select_stem(first[0])
+
+    def _reorder(self, stems: list[str]) -> None:
         current = self.current_stem()
         self.list.blockSignals(True)
         while self.list.count():

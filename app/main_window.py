@@ -39,6 +39,7 @@ from app.log_view import LogView
 from app.menus import Menus
 from app.project import Project, TagsChangedOnDisk, demo_location, ensure_demo
 from app.review import ReviewOrder
+from app.suggested_tags import SuggestedTagsControl
 from app.style import STYLE_SHEET
 from app.tags_dock import TagsPanel
 from app.training_control import TrainingControl
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
         self.corrections = CorrectionsControl(self.project, self.inference, self.editor, self.view, self.image_list,
                                               self.statusBar(), self.report)
         self.review = ReviewOrder(self)
+        self.suggested_tags = SuggestedTagsControl(self)
         self.training = TrainingControl(self)
         self.conflicts = FolderConflicts(self)
         self.menus = Menus(self)

@@ -41,6 +41,12 @@ class Menus:
             self._action(f"Layer {number}: {title}", lambda _=False, n=number: w.layers_panel.set_layer_number(n),
                          str(number))
             for number, (_key, title) in enumerate(LAYERS, start=1)]
+        tags = w.suggested_tags
+        self.accept_tags_action = self._action("Accept suggested &tags of this image", tags.accept_current, "T",
+                                               "fa5s.check")
+        self.reject_tags_action = self._action("&Reject suggested tags of this image", tags.reject_current, "R")
+        self.accept_many_action = self._action("Accept suggested tags...", tags.accept_many, None, "fa5s.check-double")
+        self.review_tags_action = self._action("Review suggested tags (uncertain first)", tags.review)
         self.update_action = self._action("&Update the run from verified masks", w.training.request_update, None,
                                           "fa5s.sync-alt")
         self.shortcuts_action = self._action("&Keyboard shortcuts", lambda: w.show_help(SHORTCUTS_TAB), "F1",
@@ -85,6 +91,9 @@ class Menus:
                                                                     w.training_dock)])
         image_menu = bar.addMenu("&Image")
         image_menu.addActions([self.prev_action, self.next_action])
+        image_menu.addSeparator()
+        image_menu.addActions([self.accept_tags_action, self.reject_tags_action, self.accept_many_action,
+                               self.review_tags_action])
         training_menu = bar.addMenu("&Training")
         training_menu.addAction(self.update_action)
         help_menu = bar.addMenu("&Help")

@@ -207,6 +207,16 @@ class Project(QObject):
         self.drop_prediction(stem)
         self.entryChanged.emit(stem)
 
+    def set_many_tags(self, tags: dict[str, list[str]]) -> None:
+        """Change several images' tags (accepted suggestions) and save ``tags.csv`` once."""
+        for stem, names in tags.items():
+            self._samples[stem] = self.folder.set_tags(self._untagged.pop(stem, stem), names)
+            self.drop_prediction(stem)
+        if tags:
+            self.folder.save_tags()
+        for stem in tags:
+            self.entryChanged.emit(stem)
+
     def add_class(self, name: str) -> int:
         """Add a foreground class (saved to ``classes.txt``); returns its index. ValueError for a bad name."""
         self._before_write(tags=True)

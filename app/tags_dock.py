@@ -1,13 +1,15 @@
 """The image's tags: tick classes from the project's class list, or add a new class.
 
 Each class shows its export colour (VOC palette); ticked classes are listed first so they stay in
-view with many classes. Every change is one undoable command on the image's own undo stack
+view with many classes. An image not tagged yet shows the run's suggested tags (`set_suggestions`):
+the suggested classes in italics with their probability, Accept (T) and Reject (R) buttons. The
+"ImageNet..." button opens the selected class's ImageNet prior classes (`imagenetRequested`). Every change is one undoable command on the image's own undo stack
 (`undo_group`); the project saves each change to ``tags.csv`` right away (`tagsEdited`).
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
+from PySide6.QtGui import QFont, QUndoCommand, QUndoGroup, QUndoStack
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.style import class_color, icon, swatch_icon
+from oste_core.engine.tag_suggestions import DEFAULT_THRESHOLD, SuggestedTag
 
 
 class _TagChange(QUndoCommand):
@@ -42,6 +45,9 @@ class TagsPanel(QWidget):
 
     tagsEdited = Signal(list)  # the image's new tag names, in class order
     classAdded = Signal(str)
+    suggestionAccepted = Signal()
+    suggestionRejected = Signal()
+    imagenetRequested = Signal(str)  # class name
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -65,9 +71,28 @@ class TagsPanel(QWidget):
         add_row = QHBoxLayout()
         add_row.addWidget(self._new_class, 1)
         add_row.addWidget(self._add_button)
+        self._imagenet_button = QPushButton("ImageNet...")
+        self._imagenet_button.setToolTip("What ImageNet calls the selected class: the prior's ImageNet classes "
+                                         "(saved to priors.yaml)")
+        self._imagenet_button.clicked.connect(self._on_imagenet)
+        add_row.addWidget(self._imagenet_button)
+        self._suggestions: list[SuggestedTag] = []
+        self._suggested = QLabel()
+        self._suggested.setWordWrap(True)
+        self.accept_button = QPushButton(icon("fa5s.check"), "Accept (T)")
+        self.accept_button.setToolTip("Tag this image with the suggested classes")
+        self.accept_button.clicked.connect(self.suggestionAccepted)
+        self.reject_button = QPushButton(icon("fa5s.times"), "Reject (R)")
+        self.reject_button.setToolTip("Drop the suggestion; the image stays not tagged yet")
+        self.reject_button.clicked.connect(self.suggestionRejected)
+        suggestion_row = QHBoxLayout()
+        suggestion_row.addWidget(self.accept_button)
+        suggestion_row.addWidget(self.reject_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self._title)
+        layout.addWidget(self._suggested)
+        layout.addLayout(suggestion_row)
         layout.addWidget(self._list, 1)
         layout.addLayout(add_row)
         self._updating = False
@@ -76,6 +101,7 @@ class TagsPanel(QWidget):
         self._resort.setSingleShot(True)
         self._resort.setInterval(0)
         self._resort.timeout.connect(self._render)
+        self.set_suggestions(None)
         self.setEnabled(False)
 
     def set_classes(self, class_names: list[str]) -> None:
@@ -94,6 +120,28 @@ class TagsPanel(QWidget):
             self.undo_group.setActiveStack(self._stack(stem) if stem else None)
         self._ticked = set(tags)
         self._render()
+
+    def set_suggestions(self, tags: list[SuggestedTag] | None, tagged: bool = True) -> None:
+        """The suggested tags of the shown image (None: none), and whether it is tagged already."""
+        self._suggestions = list(tags or [])
+        if tags is not None:
+            sure = [t.name for t in self._suggestions if t.probability >= DEFAULT_THRESHOLD]
+            shown = " · ".join(f"{t.name} {t.probability:.0%}" for t in self._suggestions if t.probability >= 0.05)
+            self._suggested.setText(f"<i>Suggested:</i> <b>{', '.join(sure) or 'background only'}</b>"
+                                    f"<br><small>{shown or 'every class below 5%'}</small>")
+        elif not tagged:
+            self._suggested.setText("<i>Not tagged yet</i>: tick its classes (a training suggests them)")
+        self._suggested.setVisible(tags is not None or not tagged)
+        for button in (self.accept_button, self.reject_button):
+            button.setVisible(tags is not None)
+        if self._clicked:
+            self._resort.start()  # called back from a click's own itemChanged: re-render after it returns
+        else:
+            self._render()
+
+    def suggested(self) -> list[str]:
+        """The suggested classes (at the default threshold), most probable first."""
+        return [t.name for t in self._suggestions if t.probability >= DEFAULT_THRESHOLD]
 
     def clear_history(self) -> None:
         """Forget every image's tag history (another folder was opened)."""
@@ -133,10 +181,17 @@ class TagsPanel(QWidget):
         self._updating = True
         self._list.clear()
         ordered = self.tags() + [name for name in self._classes if name not in self._ticked]
+        probability = {t.name: t.probability for t in self._suggestions}
         for name in ordered:
             item = QListWidgetItem(swatch_icon(class_color(self._classes.index(name) + 1)), name)
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsSelectable)
             item.setCheckState(Qt.CheckState.Checked if name in self._ticked else Qt.CheckState.Unchecked)
+            if name in probability:
+                item.setToolTip(f"suggested: {probability[name]:.0%}")
+                if probability[name] >= DEFAULT_THRESHOLD:
+                    font = QFont(item.font())
+                    font.setItalic(True)
+                    item.setFont(font)
             self._list.addItem(item)
         self._updating = False
 
@@ -159,6 +214,11 @@ class TagsPanel(QWidget):
             self._stacks[self._stem].push(_TagChange(self, self.tags(), [n for n in self._classes if n in after]))
         finally:
             self._clicked = False
+
+    def _on_imagenet(self) -> None:
+        item = self._list.currentItem()
+        if item is not None:
+            self.imagenetRequested.emit(item.text())
 
     def _on_add(self) -> None:
         name = self._new_class.text().strip()

@@ -1,4 +1,4 @@
-"""`oste`: the headless command line (demo data, train, predict, eval, export, info).
+"""`oste`: the headless command line (demo data, train, predict, eval, export, tags, info).
 
 Errors print one line naming the file and the problem and exit non-zero; ``--debug`` shows tracebacks.
 """
@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from oste_core import cli_tags
+
 EXAMPLES = """examples:
   oste demo-data demo --n 200 --size 128 --seed 0
   oste train demo --out runs/demo --iters 300 --batch 8 --crop 128
@@ -22,7 +24,8 @@ EXAMPLES = """examples:
   oste predict runs/demo demo --out predictions --cams
   oste export runs/demo demo --out exports --format voc,labelme,cvat
   oste export runs/demo demo --out exports-fbe --what pseudo
-  oste info
+  oste tags runs/demo demo --suggest --accept-above 0.9   # tag the images not tagged yet
+  oste info demo                                          # each class's ImageNet prior
 """
 ETA_AFTER_ITERS = 3  # the estimated total time is printed once this many iterations are timed
 
@@ -103,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="default 300 on a GPU, the CPU preset's on a CPU")
     p.add_argument("--n", type=int, default=64, help="demo images (written once, on the first run)")
 
-    sub.add_parser("info", help="versions, the device that would be used, available CRF backends")
+    p = sub.add_parser("info", help="versions, the device, CRF backends; with DATA its classes' ImageNet priors")
+    p.add_argument("data", type=Path, nargs="?", help="a labelled folder: list each class's ImageNet prior classes")
+    cli_tags.add_parser(sub)
     return parser
 
 
@@ -369,6 +374,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'device':>14}: {device_description(pick_device('auto'))}")
     print(f"{'crf backends':>14}: {', '.join(crf_backends())}")
     print(f"{'backbones':>14}: {', '.join(available_backbones())}")
+    if args.data is not None:
+        cli_tags.print_class_priors(args.data)
     return 0
 
 
@@ -416,7 +423,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo-data": cmd_demo_data, "train": cmd_train, "update": cmd_update, "predict": cmd_predict,
-            "eval": cmd_eval, "export": cmd_export, "info": cmd_info, "demo": cmd_demo}
+            "eval": cmd_eval, "export": cmd_export, "info": cmd_info, "demo": cmd_demo, "tags": cli_tags.cmd_tags}
 
 
 def main(argv: list[str] | None = None) -> int:

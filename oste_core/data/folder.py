@@ -4,10 +4,12 @@
 
 * **native**: images in any subfolders plus ``tags.csv`` (columns ``image,tags``; ``image`` is
   the path relative to the folder with '/' separators, ``tags`` are class names separated by
-  ';'; empty tags = an image showing background only) and an optional ``classes.txt`` (one class
-  per line, line order = label index 1..K; without it the classes are the sorted unique tags).
-  Images that have no row in ``tags.csv`` are listed in ``LabelledFolder.untagged``, not used
-  for training; `LabelledFolder.set_tags` turns them into samples.
+  ';'; empty tags = an image showing background only, ``?`` = not tagged yet) and an optional
+  ``classes.txt`` (one class per line, line order = label index 1..K; without it the classes are
+  the sorted unique tags).
+  Images that have no row in ``tags.csv`` or the tags ``?`` are "not tagged yet": listed in
+  ``LabelledFolder.untagged``, not used for training (``oste tags --suggest`` suggests their tags);
+  `LabelledFolder.set_tags` turns them into samples; `LabelledFolder.save_tags` writes them as ``?``.
 * **voc** (PASCAL VOC): ``JPEGImages/``, ``Annotations/*.xml`` (the object names become the tags),
   ``ImageSets/Segmentation/<split>.txt`` splits (``split``; default: every image with an
   annotation) and ``SegmentationClass/<id>.png`` as ground truth (palette index = class index).
@@ -51,6 +53,7 @@ from oste_core.data.image_io import ImageLoadError, check_image, is_image_file, 
 from oste_core.utils.io import atomic_write_text
 
 TAGS_FILE = "tags.csv"
+UNTAGGED_MARK = "?"  # the tags of an image that is not tagged yet (no row means the same)
 CLASSES_FILE = "classes.txt"
 MASKS_DIR = "masks"
 VERIFIED_DIR = "verified"
@@ -190,8 +193,8 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
 
 def _check_class_name(name: str) -> str:
     name = name.strip()
-    if not name or any(ch in name for ch in ";\n\r"):
-        raise ValueError(f"invalid class name {name!r}: it must be non-empty and contain no ';' or line break")
+    if not name or name == UNTAGGED_MARK or any(ch in name for ch in ";\n\r"):
+        raise ValueError(f"invalid class name {name!r}: it must be non-empty, not '?' (not tagged yet) and contain no ';' or line break")
     if name.lower() in RESERVED_CLASS_NAMES:
         raise ValueError(f"invalid class name {name!r}: reserved (background is class 0, '__ignore__' means unsure)")
     return name
@@ -294,6 +297,7 @@ class LabelledFolder:
         writer.writerow(["image", "tags"])
         rows = [(sample.rel, sample.tags) for sample in self.samples] + list(kept.items())
         writer.writerows([rel, ";".join(tags)] for rel, tags in rows)
+        writer.writerows([rel, UNTAGGED_MARK] for rel in self.untagged if rel not in kept)
         if not self.classes_path.is_file() or _read_classes(self.classes_path) != self.class_names:
             atomic_write_text(self.classes_path, "".join(f"{name}\n" for name in self.class_names))
         return atomic_write_text(self.tags_path, buffer.getvalue())
@@ -393,6 +397,9 @@ def _read_tags_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
         if not rel or rel.startswith("/") or ".." in rel.split("/") or rel[1:2] == ":":
             problems.append(Problem(f"{path}: line {line_number}: image path {rel!r} must be relative to the folder; "
                                     "row skipped", BAD_ROW))
+            continue
+        if tags == [UNTAGGED_MARK]:
+            rows.pop(rel, None)
             continue
         if rel in rows:
             problems.append(Problem(f"{path}: line {line_number}: {rel} is listed twice; the later row is used",

@@ -7,8 +7,9 @@ while backgrounds are desaturated gradients, blotches or wide stripes. Later obj
 earlier ones (the mask follows); an object is only placed where every earlier one keeps at
 least 45 % of its area, so the tags (read from the final mask) always name visible objects.
 
-The folder holds ``demo_NNNN.png`` images, ``tags.csv``, ``classes.txt`` and ``masks/`` (VOC
-palette PNGs). The same seed gives byte-identical files; the folder is built beside ``out``
+The folder holds ``demo_NNNN.png`` images, ``tags.csv``, ``classes.txt``, ``masks/`` (VOC
+palette PNGs) and a ``priors.yaml`` that turns the ImageNet prior off (drawn shapes are not photos;
+WordNet would read "circle" as a disk, ImageNet's "puck"). The same seed gives byte-identical files; the folder is built beside ``out``
 and renamed into place, so it appears complete or not at all.
 """
 from __future__ import annotations
@@ -184,6 +185,7 @@ def write_demo_data(
                 on_progress(i + 1, n)
         (staging / TAGS_FILE).write_bytes(rows.getvalue().encode("utf-8"))
         (staging / CLASSES_FILE).write_bytes("".join(f"{name}\n" for name in DEMO_CLASSES).encode("utf-8"))
+        (staging / "priors.yaml").write_bytes("".join(f"{name}: none\n" for name in DEMO_CLASSES).encode("utf-8"))
         if out.exists():
             out.rmdir()
         os.replace(staging, out)

@@ -29,10 +29,12 @@ from oste_core import __version__
 from oste_core.config import OSTEConfig
 from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset, open_folder, seed_worker,
                              validate_images)
+from oste_core.data.priors import read_priors
 from oste_core.engine import distributed as dist_utils
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
+from oste_core.engine.tag_suggestions import write_run_suggestions
 from oste_core.labels import UNSURE, tags_multi_hot
 from oste_core.losses import compute_losses
 from oste_core.losses.total import warmup_losses
@@ -182,6 +184,7 @@ class Trainer:
         self._usable: list[Sample] = []  # the fast mode's images with cached features
         self._colocalisation: dict | None = None  # an update keeps the run's fit
         self._imagenet_prior: dict | None = None  # and its ImageNet prior
+        self._explicit_priors: dict[str, tuple[int, ...]] = {}  # priors.yaml's choices (read with the folder)
         self._pixel_probe: dict | None = None  # and its pixel probe
         self._maf_refinement: dict | None = None  # and its re-taught MAF
 
@@ -299,6 +302,7 @@ class Trainer:
 
     def _open_folder(self) -> LabelledFolder:
         folder = open_folder(self.data_dir)
+        self._explicit_priors = read_priors(folder.root, folder.class_names)  # a bad priors.yaml stops here
         bad = validate_images(folder)
         if bad:
             self._log(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
@@ -670,16 +674,26 @@ class Trainer:
             if maf_refinement is not None:
                 payload["maf_refinement"] = maf_refinement
             self.run_folder.save_weights(FINAL_MODEL, payload)
+            self._suggest_tags()
         timings = self.timer.means() if self.timer else {}
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))
+
+    def _suggest_tags(self) -> None:
+        """The suggested tags of the folder's untagged images, into the run folder (``tag_suggestions.py``)."""
+        if self.folder.untagged:
+            start = time.perf_counter()
+            path = write_run_suggestions(self.run_dir, self.folder, device=str(self.device))
+            self._log(f"suggested the tags of {len(self.folder.untagged)} untagged images in "
+                      f"{time.perf_counter() - start:.0f} s ({path.name})")
 
     def _make_imagenet_prior(self, model: OSTEModel) -> dict | None:
         """The fast mode's ImageNet class prior (``imagenet_prior.py``): the frozen backbone's ImageNet classifier
         and the ImageNet classes of the folder's classes; None when either is missing."""
         if not (self.cfg.train.freeze_backbone and self.cfg.model.imagenet_prior_weight > 0):
             return None
-        prior = ImagenetPrior.for_classes(self.folder.class_names, model.backbone.imagenet_classifier)
+        prior = ImagenetPrior.for_classes(self.folder.class_names, model.backbone.imagenet_classifier,
+                                          self._explicit_priors)
         if prior is None:
             self._log("no ImageNet class prior: the backbone weights have no ImageNet classifier or no class is an "
                       "ImageNet concept")
