@@ -70,8 +70,13 @@ def test_the_run_keeps_a_compact_teaching_sample(trained):
     assert teaching.features.shape[0] == teaching.labels.shape[0] == teaching.images.shape[0] > 0
     assert teaching.basis.shape[0] == teaching.mean.shape[0] > teaching.features.shape[1]
     predictor = Predictor.from_run(run, device="cpu")
-    probe = predictor.teaching.fit()
-    assert probe is not None and probe.weight.shape == (predictor.num_classes + 1, teaching.mean.shape[0])
+    compact = predictor.teaching.fit()  # fitted in the compact space, applied to the descriptors
+    assert compact is not None and compact.weight.shape == (predictor.num_classes + 1, teaching.basis.shape[1])
+    probe = teaching.probe(compact)
+    assert probe.weight.shape == (predictor.num_classes + 1, teaching.mean.shape[0])
+    features = torch.randn(teaching.mean.shape[0], 3, 4)
+    compact_features = teaching.project(features.flatten(1).T).T.reshape(-1, 3, 4)
+    assert torch.allclose(probe.logits(features), compact.logits(compact_features), atol=1e-3)
 
 
 def test_a_refit_with_verified_and_stroked_pixels_changes_the_other_suggestions(trained, tmp_path):

@@ -137,12 +137,13 @@ class PixelProbeFit:
 def fit_probe(descriptors: Tensor, labels: Tensor, num_classes: int, pixel_weight: Tensor | None = None,
               steps: int = 100, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> PixelProbe | None:
     """A softmax regression over [background, classes] on ``descriptors`` (N, C) with ``labels`` (N,): full-batch
-    Adam, classes weighted by 1 / sqrt(their weighted share), each pixel by ``pixel_weight`` (default 1).
-    None without pixels of background and at least one class."""
+    Adam, classes weighted by 1 / sqrt(their share of the pixels), each pixel also by ``pixel_weight`` (default
+    1: the class balance stays that of the pixels, however much some of them weigh). None without pixels of
+    background and at least one class."""
     if len(labels) == 0:
         return None
     pixel_weight = torch.ones(len(labels)) if pixel_weight is None else pixel_weight.float()
-    counts = torch.zeros(num_classes + 1).index_add_(0, labels, pixel_weight)
+    counts = torch.bincount(labels, minlength=num_classes + 1).float()
     if counts[0] == 0 or int((counts[1:] > 0).sum()) == 0:
         return None
     descriptors = descriptors.float()
