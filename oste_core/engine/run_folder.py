@@ -100,6 +100,13 @@ class RunFolder:
     def save_json(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_text(self.file(name), json.dumps(data, indent=2))
 
+    def load_json(self, name: str) -> dict[str, Any]:
+        """A JSON file of the run ({} when it is missing or unreadable)."""
+        try:
+            return json.loads(self.file(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
     def save_problems(self, problems: list[str]) -> None:
         atomic_write_text(self.file(PROBLEMS), "".join(f"{line}\n" for line in problems))
 

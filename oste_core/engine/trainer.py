@@ -30,8 +30,9 @@ from oste_core.config import OSTEConfig
 from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset, load_mask, open_folder, seed_worker,
                              validate_images)
 from oste_core.engine import distributed as dist_utils
-from oste_core.engine.feature_cache import FeatureCache, backbone_identity
+from oste_core.engine.feature_cache import FeatureCache, backbone_identity, cache_cap_mb
 from oste_core.engine.predictor import Predictor
+from oste_core.engine.progress import JobEstimate, TrainingJob
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
 from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.losses import compute_losses
@@ -39,12 +40,14 @@ from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
+from oste_core.models.modules.maf_refinement import RETEACH_STEPS
 from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.utils.device import device_description, pick_device
 
 PROGRESS_EVERY_S = 1.0  # a progress event at least this often, whatever train.log_every says
+PASS_PHASES = {"features": "features", "priors": "priors", "probe": "pixel classifier", "affinity": "affinity"}
 
 
 class TrainingError(RuntimeError):
@@ -53,15 +56,18 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start" | "features" | "progress" | "checkpoint" | "probe" | "affinity" | "log" | "done" | "cancelled"
+    kind: str  # "start" | "features" | "progress" | "checkpoint" | "priors" | "probe" | "affinity" | "log" | "done" | "cancelled"
     iteration: int = 0
     total: int = 0
     losses: dict[str, float] = field(default_factory=dict)
     lr: float = 0.0
     images_per_s: float = 0.0
-    eta_s: float = 0.0
+    eta_s: float = 0.0  # seconds left in the whole job, every phase (progress.py)
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # mean seconds per step of each phase
+    phase: str = ""  # the job's current phase ("features", "warm-up", "training", ...; progress.py)
+    phase_done: int = 0  # its units done (images, iterations; seconds of an update)
+    phase_total: int = 0
 
 
 def package_versions() -> dict[str, str]:
@@ -180,6 +186,7 @@ class Trainer:
         self._imagenet_prior: dict | None = None  # and its ImageNet prior
         self._pixel_probe: dict | None = None  # and its pixel probe
         self._maf_refinement: dict | None = None  # and its re-taught MAF
+        self.job: JobEstimate = JobEstimate([])  # the whole job's phases and ETA, set when training starts
 
     def cancel(self) -> None:
         """Ask the loop to stop after the current iteration; the last state is checkpointed."""
@@ -192,6 +199,7 @@ class Trainer:
     # ----------------------------------------------------------------- setup
     def _emit(self, event: TrainEvent) -> None:
         if self.on_event is not None and self.dist.is_main:
+            event.phase, event.phase_done, event.phase_total, event.eta_s = self.job.snapshot()
             self.on_event(event)
 
     def _log(self, message: str) -> None:
@@ -322,6 +330,7 @@ class Trainer:
         verified = sum(sample.verified_mask is not None for sample in folder.samples)
         what = f"updating for {update_budget_s:.0f} s with {verified} verified mask(s)" if updating else "training"
         end_iter = start_iter if updating else t.iters
+        self.job = TrainingJob(cfg, len(folder.samples), start_iter, update_budget_s, RETEACH_STEPS)
         self._emit(TrainEvent(
             "start", start_iter, end_iter,
             message=f"{what}: {len(folder.samples)} images, {len(folder.class_names)} classes on "
@@ -343,6 +352,7 @@ class Trainer:
         if t.freeze_backbone:
             model.backbone.eval()
         iteration = start_iter
+        self.job.loop_started()
         try:
             while (iteration < t.iters) if not updating else (time.perf_counter() < deadline or iteration == start_iter):
                 if dist_utils.any_flag(self.cancelled, device, self.dist):
@@ -367,6 +377,7 @@ class Trainer:
                 timer.mark("backward_step")
                 timer.steps += 1
                 iteration += 1
+                self.job.iteration_done(iteration)
                 window_iters += 1
                 if updating:
                     end_iter = iteration
@@ -377,8 +388,7 @@ class Trainer:
                         or (not self.dist.enabled and now - last_report >= PROGRESS_EVERY_S)):
                     images_per_s = window_iters * t.batch / max(now - window_start, 1e-9)
                     window_start, window_iters, last_report = now, 0, now
-                    eta = max(deadline - now, 0.0) if updating else None
-                    self._report_progress(iteration, end_iter, losses, unsure, lr, images_per_s, eta)
+                    self._report_progress(iteration, end_iter, losses, unsure, lr, images_per_s)
                 if (not updating and t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0
                         and iteration < t.iters):
                     self._save_checkpoint(model, optimizer, iteration)
@@ -420,7 +430,8 @@ class Trainer:
         (images keep their own size), gradients accumulated over the batch."""
         cfg, device = self.cfg, self.device
         cache = self.feature_cache = FeatureCache(self.run_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
-                                                  cfg.train.max_side, device)
+                                                  cfg.train.max_side, device,
+                                                  cap_mb=cache_cap_mb(cfg.train.feature_cache_mb, len(folder.samples)))
         usable = self._usable = self._cache_features(cache, folder)
         masks = VerifiedMasks(folder)
         batches = self._batch_indices(dataclasses.replace(folder, samples=usable), updating)
@@ -474,11 +485,17 @@ class Trainer:
         keys: set[str] = set()
         total = len(folder.samples)
         progress = self._pass_progress("features", "backbone features", time.perf_counter())
+        missing = [not cache.has(sample.image_path) for sample in folder.samples]
+        self.job.set_total("features", sum(missing))  # the phase counts the images whose features are computed
+        self.job.begin("features")
+        computed = 0
         for done, sample in enumerate(folder.samples, start=1):
             if self.cancelled:
                 break
             try:
                 cache.get(sample.image_path)
+                computed += missing[done - 1]
+                self.job.advance("features", computed)
                 keys.add(cache.key(sample.image_path))
                 usable.append(sample)
             except ImageLoadError as exc:
@@ -536,15 +553,11 @@ class Trainer:
 
     # --------------------------------------------------------------- helpers
     def _report_progress(self, iteration: int, end_iter: int, losses: dict[str, torch.Tensor], unsure,
-                         lr: float, images_per_s: float, eta_s: float | None = None) -> None:
-        """A "progress" event and a metrics.jsonl line (the losses are averaged over DDP processes)."""
-        t = self.cfg.train
+                         lr: float, images_per_s: float) -> None:
+        """A "progress" event (its ETA the whole job's) and a metrics.jsonl line (losses averaged over DDP processes)."""
         values = {k: float(dist_utils.all_reduce_mean(torch.as_tensor(v).detach().float(), self.dist))
                   for k, v in losses.items()}
-        if eta_s is None:
-            eta_s = (end_iter - iteration) * t.batch / max(images_per_s, 1e-9)
-        self._emit(TrainEvent("progress", iteration, end_iter, values, lr, images_per_s, eta_s,
-                              timings=self.timer.means()))
+        self._emit(TrainEvent("progress", iteration, end_iter, values, lr, images_per_s, timings=self.timer.means()))
         if self.dist.is_main:
             self.run_folder.append_metrics({"iteration": iteration, "lr": lr, "images_per_s": images_per_s,
                                      "pseudo_unsure": float(unsure), **values})
@@ -644,6 +657,7 @@ class Trainer:
                 payload["maf_refinement"] = maf_refinement
             self.run_folder.save_weights(FINAL_MODEL, payload)
         timings = self.timer.means() if self.timer else {}
+        self.job.finish()
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))
 
@@ -669,11 +683,14 @@ class Trainer:
             pixel_probe=None if pixel_probe is None else PixelProbe.from_state(pixel_probe))
 
     def _pass_progress(self, kind: str, what: str, start: float) -> Callable[[int, int], None]:
-        """An ``on_progress`` that emits ``kind`` events (at most one per PROGRESS_EVERY_S) for a pass over the images."""
+        """An ``on_progress`` that counts the pass's phase in the job (but the feature pass: its own count) and
+        emits ``kind`` events (at most one per PROGRESS_EVERY_S) for a pass over the images."""
         last = start
 
         def progress(done: int, total: int) -> None:
             nonlocal last
+            if kind != "features":
+                self.job.advance(PASS_PHASES[kind], done)
             now = time.perf_counter()
             if now - last >= PROGRESS_EVERY_S or done == total:
                 last = now
@@ -725,12 +742,14 @@ class Trainer:
         stage_count = len(model.backbone.stage_channels)
         was_training = model.training
         model.eval()
-        for sample in self._usable:
+        progress = self._pass_progress("priors", "class priors: co-localisation", start)
+        for done, sample in enumerate(self._usable, start=1):
             features = self.feature_cache.get(sample.image_path)
             stages = features.stage_list(stage_count, self.device)
             out = model.forward_features(stages, features.tile_batch(self.device), tuple(features.image_uint8.shape[-2:]),
                                          classify_only=True)
             fit.add(descriptors(stages), out["cam"][0], self.folder.tag_indices(sample))
+            progress(done, len(self._usable))
         model.train(was_training)
         result = fit.result()
         self._log(f"class co-localisation fitted on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")
