@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="default 300 on a GPU, the CPU preset's on a CPU")
     p.add_argument("--n", type=int, default=64, help="demo images (written once, on the first run)")
 
-    sub.add_parser("info", help="versions, the device that would be used, available CRF backends")
+    p = sub.add_parser("info", help="versions, the device that would be used, available CRF backends; a run's size")
+    p.add_argument("run", type=Path, nargs="?", help="also show this run folder's size on disk")
     return parser
 
 
@@ -339,6 +340,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'device':>14}: {device_description(pick_device('auto'))}")
     print(f"{'crf backends':>14}: {', '.join(crf_backends())}")
     print(f"{'backbones':>14}: {', '.join(available_backbones())}")
+    if args.run is not None:
+        from oste_core.engine.run_folder import RunFolder
+
+        if not args.run.is_dir():
+            raise CliError(f"{args.run}: not a run folder")
+        print(f"{'run folder':>14}: {RunFolder(args.run).disk_usage()}")
     return 0
 
 

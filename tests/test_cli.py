@@ -193,7 +193,7 @@ def test_export_default_is_the_full_mask_suggestion(trained, demo_folder, tmp_pa
     assert "unsure" not in capsys.readouterr().out  # a full mask: no CVAT 'unsure' label needed
 
 
-def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_estimates_the_time(demo_folder, tmp_path, capsys):
+def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_prints_each_phase_with_its_eta(demo_folder, tmp_path, capsys):
     from oste_core.config import CPU_PRESET, OSTEConfig
 
     run = tmp_path / "run"
@@ -201,7 +201,10 @@ def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_estimates_the_time(demo_
                  "--set", "train.fast_max_side=48", "--set", "model.crf_backend=torch"]) == 0
     out = capsys.readouterr().out
     assert "CPU preset" in out and "--paper" in out
-    assert "estimated total time" in out
+    assert "CPU preset" in out
+    lines = [line for line in out.splitlines() if ", ETA " in line]  # not a terminal: plain progress lines
+    assert {"features", "warm-up", "training", "pixel classifier"} <= {line.split("] ")[1].rsplit(" ", 3)[0] for line in lines}
+    assert "total time:" in out
     cfg = OSTEConfig.load(run / "config.yaml")
     assert cfg.loss.seg_warmup_iters == 5 * 4 // 6  # the warm-up leaves a sixth of a short schedule to the heads
     for key, value in CPU_PRESET.items():

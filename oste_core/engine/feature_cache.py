@@ -59,12 +59,6 @@ def cache_cap_mb(feature_cache_mb: float, images: int) -> float:
     return feature_cache_mb if feature_cache_mb > 0 else AUTO_MB_PER_IMAGE * max(images, 1)
 
 
-def folder_size(path: str | Path) -> int:
-    """Bytes of the files under ``path`` (0 when it does not exist)."""
-    path = Path(path)
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
-
-
 def pack(features: Tensor) -> dict[str, Tensor]:
     """(C, h, w) features for storage: uint8 + per-channel scale when non-negative, else float16."""
     if float(features.min()) < 0:

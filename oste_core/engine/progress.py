@@ -13,6 +13,7 @@ the same phase, done / total and ETA, carried by ``TrainEvent``.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -70,8 +71,8 @@ class JobEstimate:
         if phase is None:
             return
         now = self.clock()
-        if phase is not self.current:
-            self._start(phase, now)
+        if phase is not self.current:  # its first unit began when the phase before it counted its last one
+            self._start(phase, self._last_count if self.current is not None else now)
         if done != phase.done:
             phase.done = min(done, phase.total)
             phase.spent = now - phase.started
@@ -143,7 +144,7 @@ class TrainingJob(JobEstimate):
         self.warm_end = min(max(cfg.loss.seg_warmup_iters, start_iter), t.iters) if fast else start_iter
         phases = [Phase("features", images if fast else 0, RELATIVE_COST["features"])]
         if self.updating:
-            phases.append(Phase("update", round(update_budget_s), timed=True))
+            phases.append(Phase("update", math.ceil(update_budget_s), timed=True))
         else:
             phases += [Phase("warm-up", self.warm_end - start_iter, RELATIVE_COST["warm-up"] * t.batch),
                        Phase("training", t.iters - self.warm_end, RELATIVE_COST["training"] * t.batch)]

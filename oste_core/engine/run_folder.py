@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from oste_core.config import OSTEConfig
-from oste_core.utils.io import atomic_path, atomic_write_text
+from oste_core.utils.io import atomic_path, atomic_write_text, folder_size
 
 CONFIG = "config.yaml"
 CLASSES = "classes.txt"
@@ -78,6 +78,20 @@ class RunFolder:
             return torch.load(path, map_location=device, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - one clear message for any unreadable file
             raise RunError(f"{path}: cannot read this model file ({exc})") from exc
+
+    def disk_usage(self) -> str:
+        """The run folder's size on disk, its feature cache's and the size per photo trained on, in words."""
+        from oste_core.engine.feature_cache import CACHE_DIR, cache_cap_mb
+
+        total, features = folder_size(self.path), folder_size(self.path / CACHE_DIR)
+        images = self.load_json(DATA).get("images")
+        text = f"{total / 2**20:.0f} MB (features/ {features / 2**20:.0f} MB"
+        if images:
+            text += f"; {total / images / 2**20:.2f} MB per photo, {images} photos"
+            if self.file(CONFIG).exists():
+                cap = cache_cap_mb(self.load_config().train.feature_cache_mb, images)
+                text += f"; features/ capped at {cap:.0f} MB" if cap != float("inf") else "; features/ not capped"
+        return text + ")"
 
     # ------------------------------------------------------ settings, logs
     def save_config(self, cfg: OSTEConfig) -> None:

@@ -34,3 +34,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def folder_size(path: str | Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    path = Path(path)
+    if not path.is_dir():
+        return 0
+    total = 0
+    for file in path.rglob("*"):
+        try:
+            total += file.stat().st_size if file.is_file() else 0
+        except FileNotFoundError:  # deleted meanwhile (the cache's cap, a finished temp file)
+            continue
+    return total
