@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -202,8 +203,8 @@ def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_prints_each_phase_with_i
     out = capsys.readouterr().out
     assert "CPU preset" in out and "--paper" in out
     assert "CPU preset" in out
-    lines = [line for line in out.splitlines() if ", ETA " in line]  # not a terminal: plain progress lines
-    assert {"features", "warm-up", "training", "pixel classifier"} <= {line.split("] ")[1].rsplit(" ", 3)[0] for line in lines}
+    phases = re.findall(r"^\[ *[\d a-z]+\] (.+) \d+/\d+, ETA ", out, flags=re.M)  # not a terminal: plain lines
+    assert list(dict.fromkeys(phases)) == ["features", "warm-up", "training", "priors", "pixel classifier"]
     assert "total time:" in out
     cfg = OSTEConfig.load(run / "config.yaml")
     assert cfg.loss.seg_warmup_iters == 5 * 4 // 6  # the warm-up leaves a sixth of a short schedule to the heads
