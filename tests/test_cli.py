@@ -105,6 +105,12 @@ def test_info_names_device_and_crf_backends(capsys):
     assert "torch" in out and "CPU" in out and "pydensecrf" in out
 
 
+def test_info_of_a_run_shows_its_size_on_disk(trained, tmp_path, capsys):
+    assert main(["info", str(trained)]) == 0
+    assert re.search(r"run folder: \d+ MB \(features/ \d+ MB; [\d.]+ MB per photo, 12 photos", capsys.readouterr().out)
+    assert main(["info", str(tmp_path / "nothing")]) == 1
+
+
 def test_headless_demo_trains_evaluates_and_exports_every_image_once(tmp_path, capsys):
     """`oste demo` (what `oste-gui --demo` runs without a display): one prediction pass feeds both the
     evaluation table and the export."""

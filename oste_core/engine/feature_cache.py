@@ -9,7 +9,7 @@ Non-negative maps (the last stage and the tiles: after ReLU / ReLU6) are stored 
 scale per channel (a step of 1/255 of the channel's maximum), the others in float16, in a deflate-compressed
 ``.npz`` (most uint8 values are 0); the working-size image itself is not stored but decoded again from its
 file (the same pixels). About 1.4 MB for a 320 x 240 photo with EfficientNet-Lite0 and both LEM grids
-(5.5 MB uncompressed), 3.2 MB at the prediction scale 1.5.
+(5.5 MB uncompressed), 2.5 MB at the prediction scale 1.5.
 
 ``features/`` is bounded by ``train.feature_cache_mb`` (``cache_cap_mb``): past it, the least recently used
 files are deleted, the prediction-scale ones first, and recomputed when needed again (lossless, it only

@@ -20,15 +20,17 @@ from typing import Callable
 
 from oste_core.config import OSTEConfig
 
-# seconds per unit relative to one feature image at the working size; "per image" ones are per image of a
-# batch for iterations (measured with the CPU preset on mix/: docs/BENCHMARKS.md, "ETA")
+# seconds per unit relative to one feature image at the working size (0.72 s on two quiet cores); iterations
+# per image of the batch. Ratios of the CPU preset on mix/ on two quiet cores: a warm-up image 0.05 s, a full
+# iteration's image 0.3 s (docs/BENCHMARKS.md, Speed), priors and pixel classifier 1.9 s per photo together
+# (356 s for 188 photos, issue 22); measured rates replace them as each phase runs
 RELATIVE_COST = {
     "features": 1.0,  # per image: the backbone on the image and its LEM tiles
-    "warm-up": 0.03,  # per image of the batch: the 1x1 CAM classifier on cached features
-    "training": 0.16,  # per image of the batch: MAF, FBE with its CRF, the segmentation head, the energy loss
+    "warm-up": 0.07,  # per image of the batch: the 1x1 CAM classifier on cached features
+    "training": 0.42,  # per image of the batch: MAF, FBE with its CRF, the segmentation head, the energy loss
     "priors": 0.3,  # per image: the co-localisation fit's forward and descriptor statistics
     "pixel classifier": 2.3,  # per image: features at the prediction scale (2.25x the pixels), a suggestion
-    "affinity": 1.0,  # per image or step: MAF re-taught on the suggestion's pseudo-labels
+    "affinity": 1.0,  # per image or step: MAF re-taught on the suggestion's pseudo-labels (not measured)
     "predictions": 2.6,  # per image: features at the prediction scale (when not cached) and a suggestion
 }
 DEFAULT_SPEED_S = 0.75  # seconds per feature image before anything is measured (EfficientNet-Lite0, 2 cores)
