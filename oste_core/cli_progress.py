@@ -15,6 +15,7 @@ from typing import Callable, TextIO
 from oste_core.engine.progress import RELATIVE_COST, JobEstimate, Phase, format_seconds
 
 LINE_EVERY_S = 10.0
+TICK_SLACK_S = 0.5  # the background thread prints this much early: a busy machine wakes a thread late
 
 
 class ProgressPrinter:
@@ -65,10 +66,10 @@ class ProgressPrinter:
             else:
                 print(text, file=self.stream, flush=True)
 
-    def tick(self) -> None:
-        """Print the latest state if no line came for ``every_s`` (the ETA counted down since it was known)."""
+    def tick(self, slack_s: float = 0.0) -> None:
+        """Print the latest state if no line came for ``every_s - slack_s`` (the ETA counted down since it was known)."""
         with self._lock:
-            if self._state is not None and self.clock() - self._last_line >= self.every_s:
+            if self._state is not None and self.clock() - self._last_line >= self.every_s - slack_s:
                 self._print_line()
 
     def close(self) -> None:
@@ -79,8 +80,9 @@ class ProgressPrinter:
             self._bar.close()
 
     def _keep_printing(self) -> None:
-        while not self._stop.wait(min(1.0, self.every_s)):
-            self.tick()
+        while not self._stop.wait(min(max(self._last_line + self.every_s - TICK_SLACK_S - self.clock(), 0.25),
+                                      self.every_s)):
+            self.tick(TICK_SLACK_S)
 
     def _print_line(self) -> None:
         phase, done, total, eta_s, at = self._state
