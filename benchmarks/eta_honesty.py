@@ -10,7 +10,8 @@ import argparse
 import re
 from pathlib import Path
 
-LINE = re.compile(r"^\[ *(?P<elapsed>[^\]]+)\] (?P<phase>.+) (?P<done>\d+)/(?P<total>\d+), ETA (?P<eta>.+) \(total about")
+LINE = re.compile(r"^\[ *(?P<elapsed>[^\]]+)\] (?P<phase>.+) (?P<done>\d+)/(?P<total>\d+), "
+                  r"ETA (?P<eta>.+) \(total about")
 UNITS = {"h": 3600, "min": 60, "s": 1}
 
 
@@ -32,7 +33,8 @@ def main() -> None:
         raise SystemExit(f"{args.log}: no progress lines or no 'total time:' line (did the job finish?)")
     actual = seconds(total.group(1))
     gaps = [b[0] - a[0] for a, b in zip(rows, rows[1:])]
-    print(f"actual total {actual:.0f} s; {len(rows)} progress lines, the longest gap between two {max(gaps, default=0):.0f} s")
+    print(f"actual total {actual:.0f} s; {len(rows)} progress lines, "
+          f"the longest gap between two {max(gaps, default=0):.0f} s")
     print(f"{'at':>5} {'elapsed s':>10} {'phase':>18} {'done':>9} {'estimated total s':>18} {'error':>7}")
     for share in (0.05, 0.10, 0.25, 0.50, 0.75):
         elapsed, phase, done, count, eta = min(rows, key=lambda row: abs(row[0] - share * actual))

@@ -67,7 +67,7 @@ class ProgressPrinter:
                 print(text, file=self.stream, flush=True)
 
     def tick(self, slack_s: float = 0.0) -> None:
-        """Print the latest state if no line came for ``every_s - slack_s`` (the ETA counted down since it was known)."""
+        """Print the latest state if no line came for ``every_s - slack_s`` (its ETA counted down since then)."""
         with self._lock:
             if self._state is not None and self.clock() - self._last_line >= self.every_s - slack_s:
                 self._print_line()

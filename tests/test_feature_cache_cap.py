@@ -13,7 +13,8 @@ import torch
 
 from conftest import tiny_config
 from oste_core.data import open_folder
-from oste_core.engine.feature_cache import AUTO_MB_PER_IMAGE, CACHE_DIR, SUFFIX, FeatureCache, backbone_identity, cache_cap_mb
+from oste_core.engine.feature_cache import (AUTO_MB_PER_IMAGE, CACHE_DIR, SUFFIX, FeatureCache, backbone_identity,
+                                            cache_cap_mb)
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.trainer import Trainer
 from oste_core.engine.run_folder import RunFolder
@@ -33,7 +34,10 @@ def make_cache(run: Path, model: OSTEModel, scale: float = 1.0, cap_mb: float = 
 
 
 def same_features(a, b) -> bool:
-    packs = lambda f: [(k, v) for maps in (f.stages, f.tiles) for i in sorted(maps) for k, v in sorted(maps[i].items())]  # noqa: E731
+    def packs(features):
+        return [(key, value) for maps in (features.stages, features.tiles) for index in sorted(maps)
+                for key, value in sorted(maps[index].items())]
+
     return torch.equal(a.image_uint8, b.image_uint8) and all(
         ka == kb and torch.equal(va, vb) for (ka, va), (kb, vb) in zip(packs(a), packs(b), strict=True))
 

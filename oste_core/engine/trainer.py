@@ -56,7 +56,8 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start" | "features" | "progress" | "checkpoint" | "priors" | "probe" | "affinity" | "log" | "done" | "cancelled"
+    # "start" | "features" | "progress" | "checkpoint" | "priors" | "probe" | "affinity" | "log" | "done" | "cancelled"
+    kind: str
     iteration: int = 0
     total: int = 0
     losses: dict[str, float] = field(default_factory=dict)
@@ -554,7 +555,7 @@ class Trainer:
     # --------------------------------------------------------------- helpers
     def _report_progress(self, iteration: int, end_iter: int, losses: dict[str, torch.Tensor], unsure,
                          lr: float, images_per_s: float) -> None:
-        """A "progress" event (its ETA the whole job's) and a metrics.jsonl line (losses averaged over DDP processes)."""
+        """A "progress" event and a metrics.jsonl line (the losses are averaged over DDP processes)."""
         values = {k: float(dist_utils.all_reduce_mean(torch.as_tensor(v).detach().float(), self.dist))
                   for k, v in losses.items()}
         self._emit(TrainEvent("progress", iteration, end_iter, values, lr, images_per_s, timings=self.timer.means()))
