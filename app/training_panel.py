@@ -1,4 +1,5 @@
-"""Training settings, Train/Stop/Resume/Update, progress (bar, ETA, images/s), the live loss plot and the run list.
+"""Training settings, Train/Stop/Resume/Update, progress (the job's phase, done / total, the whole job's ETA,
+images/s), the live loss plot, the run list and the selected run's size on disk.
 
 "Update" continues the selected run for a short time with the verified masks as full supervision;
 "Update after each save" asks for one after every saved mask.
@@ -32,7 +33,8 @@ from oste_core.engine.run_folder import CHECKPOINT, RunFolder
 from oste_core.engine.trainer import TrainEvent
 from oste_core.models.backbones import available_backbones
 
-PASS_NAMES = {"features": "features", "probe": "pixel classifier", "affinity": "MAF affinity"}  # progress bar labels
+PASS_NAMES = {"features": "features", "priors": "priors", "probe": "pixel classifier",
+              "affinity": "MAF affinity"}  # progress bar labels of passes without a phase (all cached, say)
 
 
 def format_duration(seconds: float) -> str:
@@ -126,6 +128,9 @@ class TrainingPanel(QWidget):
         run_row.addWidget(QLabel("Run"))
         run_row.addWidget(self.runs, 1)
         run_row.addWidget(self.auto_update)
+        self.run_size = QLabel("")
+        self.run_size.setToolTip("The selected run folder on disk; features/ is capped by train.feature_cache_mb")
+        self.run_size.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         self.progress = QProgressBar()
         self.progress.setFormat("")
@@ -137,6 +142,7 @@ class TrainingPanel(QWidget):
         right = QVBoxLayout()
         right.addLayout(buttons)
         right.addLayout(run_row)
+        right.addWidget(self.run_size)
         right.addWidget(self.progress)
         right.addWidget(self.stats)
         right.addWidget(self.plot, 1)
@@ -202,13 +208,20 @@ class TrainingPanel(QWidget):
         self.runs.setCurrentIndex(position if position >= 0 else (0 if runs else -1))
         self.runs.blockSignals(False)
         self._update_buttons()
+        self.show_run_size()
 
     def selected_run(self) -> Path | None:
         data = self.runs.currentData()
         return Path(data) if data else None
 
+    def show_run_size(self) -> None:
+        """Show the selected run folder's size on disk (`RunFolder.disk_usage`, as ``oste info RUN``)."""
+        run = self.selected_run()
+        self.run_size.setText(f"On disk: {RunFolder(run).disk_usage()}" if run is not None and run.is_dir() else "")
+
     def _on_run_changed(self, _position: int) -> None:
         self._update_buttons()
+        self.show_run_size()
         run = self.selected_run()
         self.runSelected.emit(str(run) if run else "")
 
@@ -248,7 +261,11 @@ class TrainingPanel(QWidget):
         self.stats.setText("Stopping… (after the current iteration)")
 
     def show_event(self, event: TrainEvent) -> None:
-        """Update the bar, the statistics line and the plot from a trainer event (one point per progress event)."""
+        """Update the bar, the statistics line and the plot from a trainer event (one point per progress event).
+        An event with a ``phase`` shows it: the bar counts its units, the line gives the whole job's ETA."""
+        if event.phase and event.kind not in ("start", "done", "cancelled"):
+            self._show_phase(event)
+            return
         if event.kind in PASS_NAMES:  # the fast mode's passes over the images: features first, then the fits
             self.progress.setFormat(f"{PASS_NAMES[event.kind]} %v / %m")
             self.progress.setRange(0, event.total)
@@ -277,3 +294,17 @@ class TrainingPanel(QWidget):
         elif event.kind in ("done", "cancelled"):
             self.stats.setText(event.message)
             self.stats.setToolTip(event.message)
+            self.show_run_size()
+
+    def _show_phase(self, event: TrainEvent) -> None:
+        self.progress.setFormat(f"{event.phase} %v / %m" + (" s" if event.phase == "update" else ""))
+        self.progress.setRange(0, max(event.phase_total, 1))
+        self.progress.setValue(event.phase_done)
+        where = f"{event.phase} {event.phase_done}/{event.phase_total}  ·  ETA {format_duration(event.eta_s)}"
+        if event.kind == "progress":
+            total_loss = event.losses.get("total", float("nan"))
+            self.stats.setText(f"{where}  ·  iteration {event.iteration}/{event.total}  ·  "
+                               f"{event.images_per_s:.1f} img/s  ·  loss {total_loss:.3f}")
+            self.plot.add_point(event.iteration, event.losses)
+        elif event.kind != "log":
+            self.stats.setText(f"{where}  ·  {event.message}" if event.message else where)

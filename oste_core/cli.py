@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from oste_core import cli_tags
+from oste_core.engine.progress import format_seconds
 
 EXAMPLES = """examples:
   oste demo-data demo --n 200 --size 128 --seed 0
@@ -27,7 +28,6 @@ EXAMPLES = """examples:
   oste tags runs/demo demo --suggest --accept-above 0.9   # tag the images not tagged yet
   oste info demo                                          # each class's ImageNet prior
 """
-ETA_AFTER_ITERS = 3  # the estimated total time is printed once this many iterations are timed
 
 
 class CliError(RuntimeError):
@@ -106,8 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="default 300 on a GPU, the CPU preset's on a CPU")
     p.add_argument("--n", type=int, default=64, help="demo images (written once, on the first run)")
 
-    p = sub.add_parser("info", help="versions, the device, CRF backends; with DATA its classes' ImageNet priors")
-    p.add_argument("data", type=Path, nargs="?", help="a labelled folder: list each class's ImageNet prior classes")
+    p = sub.add_parser("info", help="versions, the device, CRF backends; a run folder's size on disk, or a labelled "
+                                    "folder's classes with their ImageNet priors")
+    p.add_argument("path", type=Path, nargs="?",
+                   help="a run folder (its size on disk) or a labelled folder (each class's ImageNet prior classes)")
     cli_tags.add_parser(sub)
     return parser
 
@@ -144,56 +146,30 @@ def build_config(args: argparse.Namespace):
 
 
 def train_with_progress(cfg, data: Path, out: Path, resume: bool = False, update_s: float | None = None) -> Path:
-    """Run the Trainer (or, with ``update_s``, its update) with a tqdm bar (rank 0 only) and an estimate of the
-    total time after the first iterations; Ctrl+C stops cleanly with a checkpoint."""
-    from tqdm import tqdm
-
+    """Run the Trainer (or, with ``update_s``, its update) showing the job's phase, done / total and ETA (a tqdm bar
+    in a terminal, else a line at least every 10 s: ``cli_progress.py``); Ctrl+C stops cleanly with a checkpoint."""
+    from oste_core.cli_progress import ProgressPrinter
     from oste_core.engine.trainer import Trainer
 
-    bar = tqdm(total=cfg.train.iters, unit="it", dynamic_ncols=True, disable=None)
-    started: dict = {"first": None, "estimated": False}
+    printer = ProgressPrinter(sys.stdout)
 
     def on_event(event) -> None:
-        if event.kind == "start":
-            bar.reset(total=event.total)
-            bar.update(event.iteration)
-            tqdm.write(event.message)
-        elif event.kind in ("features", "probe", "affinity"):  # the fast mode's passes over the images, before and after
-            bar.set_description(event.message)
-        elif event.kind == "progress":
-            bar.set_description("")
-            bar.update(event.iteration - bar.n)
-            bar.set_postfix(loss=f"{event.losses.get('total', 0):.3f}", img_s=f"{event.images_per_s:.1f}")
-            now = time.perf_counter()
-            if started["first"] is None:
-                started["first"] = (now, event.iteration)
-            elif not started["estimated"] and event.iteration - started["first"][1] >= ETA_AFTER_ITERS:
-                started["estimated"] = True
-                per_iter = (now - started["first"][0]) / (event.iteration - started["first"][1])
-                tqdm.write(f"estimated total time: {format_seconds(per_iter * event.total)} "
-                           f"({per_iter:.2f} s per iteration, about {format_seconds(event.eta_s)} left)")
-        elif event.kind in ("log", "checkpoint", "cancelled", "done"):
+        if event.kind in ("start", "log", "checkpoint", "cancelled", "done"):
             if event.kind == "done" and event.timings:
                 total = sum(event.timings.values()) or 1.0
                 shares = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in event.timings.items())
-                tqdm.write(f"step time: {shares}")
-            tqdm.write(event.message)
+                printer.message(f"step time: {shares}")
+            printer.message(event.message)
+        if event.kind == "done":
+            printer.message(f"total time: {format_seconds(time.monotonic() - printer.started)}")
+        loss = f"loss {event.losses['total']:.3f}" if event.kind == "progress" and "total" in event.losses else ""
+        printer.show(event.phase, event.phase_done, event.phase_total, event.eta_s, loss)
 
     trainer = Trainer(cfg, data, out, on_event=on_event)
     try:
         return trainer.run_update(update_s) if update_s is not None else trainer.run(resume=resume)
     finally:
-        bar.close()
-
-
-def format_seconds(seconds: float) -> str:
-    """``95`` -> ``1 min 35 s``; ``4000`` -> ``1 h 07 min``."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+        printer.close()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -243,14 +219,16 @@ def report_problems(problems: list[str], file: Path | None, write: bool = True) 
     print("\n".join(lines), file=sys.stderr)
 
 
-def _predictions(run: Path, data: Path, device: str, desc: str):
-    from tqdm import tqdm
+def _predictions(run: Path, data: Path, device: str):
+    from oste_core.cli_progress import pass_progress
 
     predictor, folder = _load_run_and_folder(run, data, device)
-    bar = tqdm(total=len(folder.samples), desc=desc, unit="img", disable=None)
-    for sample, prediction in predictor.predict_folder(folder, on_progress=lambda done, total: bar.update(1)):
-        yield folder, predictor, sample, prediction
-    bar.close()
+    on_progress, printer = pass_progress("predictions", len(folder.samples))
+    try:
+        for sample, prediction in predictor.predict_folder(folder, on_progress=on_progress):
+            yield folder, predictor, sample, prediction
+    finally:
+        printer.close()
 
 
 def _load_run_and_folder(run: Path, data: Path, device: str):
@@ -284,7 +262,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CliError(f"{out}: folder is not empty; pass --overwrite to replace its predictions")
     rows = ["image,uncertainty,mean_confidence"]
     folder = predictor = None
-    for folder, predictor, sample, prediction in _predictions(args.run, args.data, args.device, "predict"):
+    for folder, predictor, sample, prediction in _predictions(args.run, args.data, args.device):
         save_palette_png(out / "suggestion" / f"{sample.stem}.png", prediction.suggestion)
         save_palette_png(out / "pseudo" / f"{sample.stem}.png", prediction.pseudo_label)
         save_palette_png(out / "seg" / f"{sample.stem}.png", prediction.seg)
@@ -300,14 +278,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from oste_core.cli_progress import pass_progress
     from oste_core.engine.run_eval import evaluate_run, format_report
     from oste_core.utils.io import atomic_write_text
 
     predictor, folder = _load_run_and_folder(args.run, args.data, args.device)
-    with tqdm(total=len(folder.samples), desc="eval", unit="img", disable=None) as bar:
-        report = evaluate_run(predictor, folder, on_progress=lambda done, total: bar.update(1))
+    on_progress, printer = pass_progress("predictions", len(folder.samples))
+    try:
+        report = evaluate_run(predictor, folder, on_progress=on_progress)
+    finally:
+        printer.close()
     print(format_report(report))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2))
@@ -319,8 +299,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """The same export as the GUI's (`export_folder`): verified masks at full resolution win."""
-    from tqdm import tqdm
-
+    from oste_core.cli_progress import pass_progress
     from oste_core.data import load_image
     from oste_core.export import check_formats, export_folder
     from oste_core.utils.disk import DiskFullError
@@ -336,16 +315,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         cams.extend(_write_cams(args.out, sample, prediction, predictor.class_names,
                                 load_image(sample.image_path, max_side=predictor.max_side)))
 
+    on_progress, printer = pass_progress("predictions", len(folder.samples))
     try:
-        with tqdm(total=len(folder.samples), desc="export", unit="img", disable=None) as bar:
-            summary = export_folder(folder, args.out, formats, what=args.what, predictor=predictor,
-                                    prefer_verified=not args.ignore_verified, overwrite=args.overwrite,
-                                    on_progress=lambda done, total: bar.update(1),
-                                    on_prediction=write_cams if args.cams else None)
+        summary = export_folder(folder, args.out, formats, what=args.what, predictor=predictor,
+                                prefer_verified=not args.ignore_verified, overwrite=args.overwrite,
+                                on_progress=on_progress, on_prediction=write_cams if args.cams else None)
     except DiskFullError:  # the export removed its masks; the CAMs go too
         for path in cams:
             path.unlink(missing_ok=True)
         raise
+    finally:
+        printer.close()
     print(summary)
     report_problems(folder.problems + predictor.problems, args.out / "problems.txt")
     return 0
@@ -374,8 +354,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'device':>14}: {device_description(pick_device('auto'))}")
     print(f"{'crf backends':>14}: {', '.join(crf_backends())}")
     print(f"{'backbones':>14}: {', '.join(available_backbones())}")
-    if args.data is not None:
-        cli_tags.print_class_priors(args.data)
+    if args.path is not None:
+        from oste_core.engine.run_folder import RunFolder
+
+        if not args.path.is_dir():
+            raise CliError(f"{args.path}: not a folder")
+        if RunFolder(args.path).has_config():
+            print(f"{'run folder':>14}: {RunFolder(args.path).disk_usage()}")
+        else:
+            cli_tags.print_class_priors(args.path)
     return 0
 
 

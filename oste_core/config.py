@@ -94,6 +94,9 @@ class TrainConfig:
     # this factor (features cached in features/x<scale>/): the classifier trained at the working size localises
     # better there (mix/ suggestion 58.6 -> 63.0, about 3x the time; docs/BENCHMARKS.md)
     fast_predict_scale: float = 1.5
+    # fast mode: cap on <run>/features/ in MB; past it the least recently used files are deleted (prediction-scale
+    # ones first) and recomputed when needed. 0 = 4 MB per image of the folder (feature_cache.py), < 0 = no cap
+    feature_cache_mb: float = 0.0
     update_lr_mult: float = 0.5  # `oste update`: constant lr = lr * this (the run's schedule has ended)
     workers: int = 4  # data-loader processes (the CPU preset uses 0: the training step needs the cores)
     crf_workers: int = 0  # >0: a process pool for the pydensecrf backend

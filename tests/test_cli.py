@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -104,6 +105,12 @@ def test_info_names_device_and_crf_backends(capsys):
     assert "torch" in out and "CPU" in out and "pydensecrf" in out
 
 
+def test_info_of_a_run_shows_its_size_on_disk(trained, tmp_path, capsys):
+    assert main(["info", str(trained)]) == 0
+    assert re.search(r"run folder: \d+ MB \(features/ \d+ MB; [\d.]+ MB per photo, 12 photos", capsys.readouterr().out)
+    assert main(["info", str(tmp_path / "nothing")]) == 1
+
+
 def test_headless_demo_trains_evaluates_and_exports_every_image_once(tmp_path, capsys):
     """`oste demo` (what `oste-gui --demo` runs without a display): one prediction pass feeds both the
     evaluation table and the export."""
@@ -193,7 +200,7 @@ def test_export_default_is_the_full_mask_suggestion(trained, demo_folder, tmp_pa
     assert "unsure" not in capsys.readouterr().out  # a full mask: no CVAT 'unsure' label needed
 
 
-def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_estimates_the_time(demo_folder, tmp_path, capsys):
+def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_prints_each_phase_with_its_eta(demo_folder, tmp_path, capsys):
     from oste_core.config import CPU_PRESET, OSTEConfig
 
     run = tmp_path / "run"
@@ -201,7 +208,10 @@ def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_estimates_the_time(demo_
                  "--set", "train.fast_max_side=48", "--set", "model.crf_backend=torch"]) == 0
     out = capsys.readouterr().out
     assert "CPU preset" in out and "--paper" in out
-    assert "estimated total time" in out
+    assert "CPU preset" in out
+    phases = re.findall(r"^\[ *[\d a-z]+\] (.+) \d+/\d+, ETA ", out, flags=re.M)  # not a terminal: plain lines
+    assert list(dict.fromkeys(phases)) == ["features", "warm-up", "training", "priors", "pixel classifier"]
+    assert "total time:" in out
     cfg = OSTEConfig.load(run / "config.yaml")
     assert cfg.loss.seg_warmup_iters == 5 * 4 // 6  # the warm-up leaves a sixth of a short schedule to the heads
     for key, value in CPU_PRESET.items():

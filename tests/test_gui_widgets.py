@@ -401,6 +401,26 @@ def test_training_panel_shows_an_update_as_time_used(qtbot) -> None:
     assert (panel.progress.value(), panel.progress.maximum()) == (3, 6)
 
 
+def test_training_panel_shows_the_jobs_phase_and_eta_and_the_run_size(qtbot, tmp_path) -> None:
+    panel = TrainingPanel(["auto", "cpu"])
+    qtbot.addWidget(panel)
+    panel.show_event(TrainEvent("features", 40, 180, eta_s=600.0, message="backbone features 40/180 (30 s)",
+                                phase="features", phase_done=40, phase_total=180))
+    assert panel.progress.text().startswith("features") and (panel.progress.value(), panel.progress.maximum()) == (40, 180)
+    assert "features 40/180" in panel.stats.text() and "ETA 10:00" in panel.stats.text()
+    panel.show_event(TrainEvent("progress", 310, 360, {"total": 0.5}, 0.01, 3.0, 300.0, phase="training",
+                                phase_done=10, phase_total=60))
+    assert (panel.progress.value(), panel.progress.maximum()) == (10, 60)
+    assert "training 10/60" in panel.stats.text() and "ETA 5:00" in panel.stats.text()
+    assert panel.plot.series()["total"] == [(310, 0.5)]
+    run = tmp_path / "runs" / "a"
+    (run / "features").mkdir(parents=True)
+    (run / "features" / "x.npz").write_bytes(b"0" * 2**20)
+    (run / "data.json").write_text('{"images": 4}')
+    panel.set_runs([run], run)
+    assert "1 MB" in panel.run_size.text() and "per photo, 4 photos" in panel.run_size.text()
+
+
 def test_train_worker_thins_fast_progress_but_always_passes_the_first_and_last_step(tmp_path: Path) -> None:
     worker = TrainWorker(OSTEConfig(), tmp_path, tmp_path / "run")
     passed: list[TrainEvent] = []

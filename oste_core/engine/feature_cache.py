@@ -6,8 +6,14 @@ computed once per image at the working size (longest side ``train.fast_max_side`
 per image under ``<run>/features/``, and the heads (CAM classifier, MAF projections,
 segmentation head) train on them: an iteration costs the heads, FBE and the losses, not the backbone.
 Non-negative maps (the last stage and the tiles: after ReLU / ReLU6) are stored as uint8 with a float16
-scale per channel (a step of 1/255 of the channel's maximum), the others in float16: about 5 MB for a
-320 x 240 photo with EfficientNet-Lite0 and both LEM grids.
+scale per channel (a step of 1/255 of the channel's maximum), the others in float16, in a deflate-compressed
+``.npz`` (most uint8 values are 0); the working-size image itself is not stored but decoded again from its
+file (the same pixels). About 1.4 MB for a 320 x 240 photo with EfficientNet-Lite0 and both LEM grids
+(5.5 MB uncompressed), 2.5 MB at the prediction scale 1.5.
+
+``features/`` is bounded by ``train.feature_cache_mb`` (``cache_cap_mb``): past it, the least recently used
+files are deleted, the prediction-scale ones first, and recomputed when needed again (lossless, it only
+costs time). Values in memory are what a file holds: a file read back gives the same features.
 
 A file's name is a hash of everything its content depends on: the image file (path, size, modification
 time), the backbone and its weights, the output stride, the working size, the LEM grids and the stages
@@ -26,6 +32,8 @@ import hashlib
 import io
 import json
 import logging
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +51,18 @@ from oste_core.utils.io import atomic_write_bytes, is_disk_full
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "features"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DISK_FULL_HINT = ("the run folder is kept: free some space (a run's features/ folder can be deleted: it is rebuilt), "
                   "then resume the run or update it again")
+SUFFIX = ".npz"
+AUTO_MB_PER_IMAGE = 4.0  # train.feature_cache_mb = 0: this many MB per image (both scales of a 320 px photo fit)
+
+
+def cache_cap_mb(feature_cache_mb: float, images: int) -> float:
+    """The cap on ``features/`` in MB: ``train.feature_cache_mb``, 0 = ``AUTO_MB_PER_IMAGE`` per image, < 0 = none."""
+    if feature_cache_mb < 0:
+        return math.inf
+    return feature_cache_mb if feature_cache_mb > 0 else AUTO_MB_PER_IMAGE * max(images, 1)
 
 
 def pack(features: Tensor) -> dict[str, Tensor]:
@@ -83,9 +100,12 @@ class FeatureCache:
     """Computes, stores and loads ``ImageFeatures`` of a frozen backbone for one run."""
 
     def __init__(self, run_dir: str | Path, model: OSTEModel, backbone_id: str, max_side: int, load_max_side: int,
-                 device: torch.device, keep_in_memory_mb: float = 2048.0, scale: float = 1.0) -> None:
+                 device: torch.device, keep_in_memory_mb: float = 2048.0, scale: float = 1.0,
+                 cap_mb: float = math.inf) -> None:
         self.scale = float(scale)
-        self.directory = Path(run_dir) / CACHE_DIR
+        self.root = Path(run_dir) / CACHE_DIR  # the cap counts every scale's files under it
+        self.directory = self.root
+        self.cap_bytes = cap_mb * 2**20
         if self.scale != 1.0:
             self.directory = self.directory / f"x{self.scale:g}"
         self.model = model
@@ -106,11 +126,6 @@ class FeatureCache:
         self.rebuilt: list[str] = []  # files that could not be read and were recomputed
         self._planned = 0  # images still to cache, for the free-space check before the first write
 
-    def cached(self, image_path: str | Path) -> bool:
-        """True when the image's features are on disk or in memory (no backbone pass needed)."""
-        key = self.key(image_path)
-        return key in self._memory or (self.directory / f"{key}.pt").is_file()
-
     def plan(self, count: int) -> None:
         """``count`` images are about to be cached: the first new file checks there is room for them all."""
         self._planned = count
@@ -127,18 +142,29 @@ class FeatureCache:
         key = self.key(image_path)
         if key in self._memory:
             return self._memory[key]
-        file = self.directory / f"{key}.pt"
-        features = self._read(file) if file.exists() else None
+        file = self.file(image_path)
+        image = load_image(image_path, max_side=self.load_max_side)
+        features = self._read(file, image) if file.exists() else None
         if features is None:
-            image = load_image(image_path, max_side=self.load_max_side)
             features = self.compute(self.working_image(image))
             self._write(file, features)
         self._remember(key, features)
         return features
 
+    def file(self, image_path: str | Path) -> Path:
+        """Where the image's features are (or would be) stored."""
+        return self.directory / f"{self.key(image_path)}{SUFFIX}"
+
+    def has(self, image_path: str | Path) -> bool:
+        """True when ``get`` would not compute the image's features (in memory or on disk)."""
+        return self.key(image_path) in self._memory or self.file(image_path).exists()
+
     def _write(self, file: Path, features: ImageFeatures) -> None:
+        arrays = {f"{kind}{index}.{name}": tensor.numpy()
+                  for kind, maps in (("stage", features.stages), ("tile", features.tiles))
+                  for index, packed in maps.items() for name, tensor in packed.items()}
         buffer = io.BytesIO()
-        torch.save({"image_uint8": features.image_uint8, "stages": features.stages, "tiles": features.tiles}, buffer)
+        np.savez_compressed(buffer, **arrays)
         data = buffer.getvalue()
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._planned > 0:
@@ -152,16 +178,55 @@ class FeatureCache:
                 raise
             raise DiskFullError(f"{self.directory}: the disk filled up while caching backbone features "
                                 f"({format_bytes(free_bytes(self.directory))} free); {DISK_FULL_HINT}") from exc
+        self._enforce_cap(file)
 
-    def _read(self, file: Path) -> ImageFeatures | None:
+    def _read(self, file: Path, image: np.ndarray) -> ImageFeatures | None:
         try:
-            data = torch.load(file, map_location="cpu", weights_only=True)
-            return ImageFeatures(data["image_uint8"], data["stages"], data["tiles"])
+            stages: dict[int, dict[str, Tensor]] = {}
+            tiles: dict[int, dict[str, Tensor]] = {}
+            with np.load(file, allow_pickle=False) as data:
+                for name in data.files:
+                    where, part = name.split(".")
+                    maps, index = (stages, where[5:]) if where.startswith("stage") else (tiles, where[4:])
+                    maps.setdefault(int(index), {})[part] = torch.from_numpy(data[name])
+            os.utime(file)  # the cap deletes the least recently used files first
         except Exception as exc:  # noqa: BLE001 - any unreadable cache file is recomputed
             log.warning("%s: unreadable feature cache file (%s); recomputing it", file, exc)
             self.rebuilt.append(str(file))
             file.unlink(missing_ok=True)
             return None
+        pixels = torch.from_numpy(np.array(self.working_image(image), dtype=np.uint8, copy=True)).permute(2, 0, 1)
+        return ImageFeatures(pixels.contiguous(), stages, tiles)
+
+    def _enforce_cap(self, written: Path) -> None:
+        """Delete least recently used files under ``features/`` until it fits the cap: prediction-scale files first,
+        then working-size ones; a prediction-scale write never deletes working-size features (it deletes itself)."""
+        if math.isinf(self.cap_bytes):
+            return
+        files = []
+        for file in self._files(self.root, recursive=True):
+            try:
+                files.append((file, file.stat()))
+            except FileNotFoundError:  # deleted meanwhile by another process (the GUI's predictor, a DDP rank)
+                continue
+        total = sum(stat.st_size for _, stat in files)
+        working = written.parent == self.root
+        order = sorted((item for item in files if working or item[0].parent != self.root),
+                       key=lambda item: (item[0].parent == self.root, item[1].st_mtime_ns))
+        for file, stat in order:
+            if total <= self.cap_bytes:
+                break
+            file.unlink(missing_ok=True)
+            total -= stat.st_size
+
+    @staticmethod
+    def _files(directory: Path, recursive: bool = False) -> list[Path]:
+        """Cache files (both formats) in ``directory``, sorted; temp files (a write in progress) left out."""
+        if not directory.is_dir():
+            return []
+        found = [f for suffix in (SUFFIX, ".pt")
+                 for f in (directory.rglob(f"*{suffix}") if recursive else directory.glob(f"*{suffix}"))]
+        return sorted(f for f in found if not f.name.startswith("."))
 
     def _remember(self, key: str, features: ImageFeatures) -> None:
         size = sum(t.numel() * t.element_size() for packed in [*features.stages.values(), *features.tiles.values()]
@@ -198,11 +263,10 @@ class FeatureCache:
         """Delete cache files whose key is not in ``keep`` (images or settings that changed); their count.
         Temp files (another process's write in progress, e.g. a second DDP rank) are left alone."""
         removed = 0
-        if self.directory.is_dir():
-            for file in self.directory.glob("*.pt"):
-                if file.stem not in keep and not file.name.startswith("."):
-                    file.unlink(missing_ok=True)
-                    removed += 1
+        for file in self._files(self.directory):
+            if file.stem not in keep or file.suffix != SUFFIX:  # an older format's files are stale too
+                file.unlink(missing_ok=True)
+                removed += 1
         return removed
 
 

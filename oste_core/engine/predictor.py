@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import logging
+import math
 import tempfile
 import threading
 from collections import OrderedDict
@@ -32,8 +33,8 @@ import torch.nn.functional as F
 
 from oste_core.config import OSTEConfig
 from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image, load_mask
-from oste_core.engine.feature_cache import FeatureCache, backbone_identity
-from oste_core.engine.run_folder import RunError, RunFolder
+from oste_core.engine.feature_cache import FeatureCache, backbone_identity, cache_cap_mb
+from oste_core.engine.run_folder import DATA, RunError, RunFolder
 from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
 from oste_core.models import OSTEModel
 from oste_core.models.modules.cam import resize_maps
@@ -134,9 +135,11 @@ class Predictor:
         self.maf_refinement = maf_refinement  # fast mode: MAF re-taught on the mixed maps' pseudo-labels
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
+            images = RunFolder(run_dir).load_json(DATA).get("images") if run_dir is not None else None
+            cap = math.inf if images is None else cache_cap_mb(cfg.train.feature_cache_mb, images)  # the run's cap
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
                                               cfg.train.max_side, device, keep_in_memory_mb=256.0,
-                                              scale=cfg.train.fast_predict_scale)
+                                              scale=cfg.train.fast_predict_scale, cap_mb=cap)
         self._trained_probe = pixel_probe  # the probe as trained, before any annotator pixel
         self.teaching: FolderTeaching | None = None  # set by from_run when the run kept its teaching sample
         self._probe_generation = 0  # part of every cache key: a refit predicts anew

@@ -31,7 +31,7 @@ import yaml
 
 from oste_core.config import OSTEConfig
 from oste_core.utils.disk import DiskFullError, format_bytes, free_bytes
-from oste_core.utils.io import atomic_path, atomic_write_text, is_disk_full, remove_stale_temp_files
+from oste_core.utils.io import atomic_path, atomic_write_text, folder_size, is_disk_full, remove_stale_temp_files
 
 CONFIG = "config.yaml"
 CLASSES = "classes.txt"
@@ -155,6 +155,20 @@ class RunFolder:
         """Delete the temp files killed writers left in the run folder and its feature cache."""
         return remove_stale_temp_files(self.path, recursive=True)
 
+    def disk_usage(self) -> str:
+        """The run folder's size on disk, its feature cache's and the size per photo trained on, in words."""
+        from oste_core.engine.feature_cache import CACHE_DIR, cache_cap_mb
+
+        total, features = folder_size(self.path), folder_size(self.path / CACHE_DIR)
+        images = self.load_json(DATA).get("images")
+        text = f"{total / 2**20:.0f} MB (features/ {features / 2**20:.0f} MB"
+        if images:
+            text += f"; {total / images / 2**20:.2f} MB per photo, {images} photos"
+            if self.file(CONFIG).exists():
+                cap = cache_cap_mb(self.load_config().train.feature_cache_mb, images)
+                text += f"; features/ capped at {cap:.0f} MB" if cap != float("inf") else "; features/ not capped"
+        return text + ")"
+
     # ------------------------------------------------------ settings, logs
     def save_config(self, cfg: OSTEConfig) -> None:
         cfg.save(self.file(CONFIG))
@@ -190,6 +204,13 @@ class RunFolder:
 
     def save_json(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_text(self.file(name), json.dumps(data, indent=2))
+
+    def load_json(self, name: str) -> dict[str, Any]:
+        """A JSON file of the run ({} when it is missing or unreadable)."""
+        try:
+            return json.loads(self.file(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
 
     def save_problems(self, problems: list[str]) -> None:
         atomic_write_text(self.file(PROBLEMS), "".join(f"{line}\n" for line in problems))

@@ -31,8 +31,9 @@ from oste_core.data import (ImageLoadError, LabelledFolder, Sample, TrainDataset
                              validate_images)
 from oste_core.data.priors import read_priors
 from oste_core.engine import distributed as dist_utils
-from oste_core.engine.feature_cache import FeatureCache, backbone_identity
+from oste_core.engine.feature_cache import FeatureCache, backbone_identity, cache_cap_mb
 from oste_core.engine.predictor import Predictor
+from oste_core.engine.progress import JobEstimate, TrainingJob
 from oste_core.engine.run_folder import CHECKPOINT, CLASSES, CONFIG, DATA, FINAL_MODEL, VERSIONS, RunError, RunFolder
 from oste_core.engine.tag_suggestions import write_run_suggestions
 from oste_core.labels import UNSURE, tags_multi_hot
@@ -41,6 +42,7 @@ from oste_core.losses.total import warmup_losses
 from oste_core.models import OSTEModel
 from oste_core.models.modules.colocalisation import Colocalisation, ColocalisationFit, descriptors
 from oste_core.models.modules.imagenet_prior import ImagenetPrior
+from oste_core.models.modules.maf_refinement import RETEACH_STEPS
 from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.suggest.corrections import has_user_labels, user_labels
 from oste_core.suggest.fitting import fit_pixel_probe, teach_maf_refinement
@@ -50,6 +52,7 @@ from oste_core.utils.device import device_description, pick_device
 from oste_core.utils.locks import FolderLock, this_program
 
 PROGRESS_EVERY_S = 1.0  # a progress event at least this often, whatever train.log_every says
+PASS_PHASES = {"features": "features", "priors": "priors", "probe": "pixel classifier", "affinity": "affinity"}
 
 
 class TrainingError(RuntimeError):
@@ -58,15 +61,19 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start" | "features" | "progress" | "checkpoint" | "probe" | "affinity" | "log" | "done" | "cancelled"
+    # "start" | "features" | "progress" | "checkpoint" | "priors" | "probe" | "affinity" | "log" | "done" | "cancelled"
+    kind: str
     iteration: int = 0
     total: int = 0
     losses: dict[str, float] = field(default_factory=dict)
     lr: float = 0.0
     images_per_s: float = 0.0
-    eta_s: float = 0.0
+    eta_s: float = 0.0  # seconds left in the whole job, every phase (progress.py)
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # mean seconds per step of each phase
+    phase: str = ""  # the job's current phase ("features", "warm-up", "training", ...; progress.py)
+    phase_done: int = 0  # its units done (images, iterations; seconds of an update)
+    phase_total: int = 0
 
 
 def package_versions() -> dict[str, str]:
@@ -187,6 +194,7 @@ class Trainer:
         self._explicit_priors: dict[str, tuple[int, ...]] = {}  # priors.yaml's choices (read with the folder)
         self._pixel_probe: dict | None = None  # and its pixel probe
         self._maf_refinement: dict | None = None  # and its re-taught MAF
+        self.job: JobEstimate = JobEstimate([])  # the whole job's phases and ETA, set when training starts
 
     def cancel(self) -> None:
         """Ask the loop to stop after the current iteration; the last state is checkpointed."""
@@ -199,6 +207,7 @@ class Trainer:
     # ----------------------------------------------------------------- setup
     def _emit(self, event: TrainEvent) -> None:
         if self.on_event is not None and self.dist.is_main:
+            event.phase, event.phase_done, event.phase_total, event.eta_s = self.job.snapshot()
             self.on_event(event)
 
     def _log(self, message: str) -> None:
@@ -348,6 +357,7 @@ class Trainer:
         what = (f"updating for {update_budget_s:.0f} s with {corrected} verified or corrected image(s)" if updating
                 else "training")
         end_iter = start_iter if updating else t.iters
+        self.job = TrainingJob(cfg, len(folder.samples), start_iter, update_budget_s, RETEACH_STEPS)
         self._emit(TrainEvent(
             "start", start_iter, end_iter,
             message=f"{what}: {len(folder.samples)} images, {len(folder.class_names)} classes on "
@@ -369,6 +379,7 @@ class Trainer:
         if t.freeze_backbone:
             model.backbone.eval()
         iteration = start_iter
+        self.job.loop_started()
         try:
             while (iteration < t.iters) if not updating else (time.perf_counter() < deadline or iteration == start_iter):
                 if dist_utils.any_flag(self.cancelled, device, self.dist):
@@ -393,6 +404,7 @@ class Trainer:
                 timer.mark("backward_step")
                 timer.steps += 1
                 iteration += 1
+                self.job.iteration_done(iteration)
                 window_iters += 1
                 if updating:
                     end_iter = iteration
@@ -403,8 +415,7 @@ class Trainer:
                         or (not self.dist.enabled and now - last_report >= PROGRESS_EVERY_S)):
                     images_per_s = window_iters * t.batch / max(now - window_start, 1e-9)
                     window_start, window_iters, last_report = now, 0, now
-                    eta = max(deadline - now, 0.0) if updating else None
-                    self._report_progress(iteration, end_iter, losses, unsure, lr, images_per_s, eta)
+                    self._report_progress(iteration, end_iter, losses, unsure, lr, images_per_s)
                 if (not updating and t.checkpoint_every > 0 and iteration % t.checkpoint_every == 0
                         and iteration < t.iters):
                     self._save_checkpoint(model, optimizer, iteration)
@@ -446,7 +457,8 @@ class Trainer:
         (images keep their own size), gradients accumulated over the batch."""
         cfg, device = self.cfg, self.device
         cache = self.feature_cache = FeatureCache(self.run_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
-                                                  cfg.train.max_side, device)
+                                                  cfg.train.max_side, device,
+                                                  cap_mb=cache_cap_mb(cfg.train.feature_cache_mb, len(folder.samples)))
         usable = self._usable = self._cache_features(cache, folder)
         masks = UserMasks(folder)
         batches = self._batch_indices(dataclasses.replace(folder, samples=usable), updating)
@@ -501,12 +513,18 @@ class Trainer:
         keys: set[str] = set()
         total = len(folder.samples)
         progress = self._pass_progress("features", "backbone features", time.perf_counter())
-        cache.plan(sum(not cache.cached(s.image_path) for s in folder.samples if s.image_path.is_file()))
+        missing = [sample.image_path.is_file() and not cache.has(sample.image_path) for sample in folder.samples]
+        cache.plan(sum(missing))  # the free-space check before the first new file
+        self.job.set_total("features", sum(missing))  # the phase counts the images whose features are computed
+        self.job.begin("features")
+        computed = 0
         for done, sample in enumerate(folder.samples, start=1):
             if self.cancelled:
                 break
             try:
                 cache.get(sample.image_path)
+                computed += missing[done - 1]
+                self.job.advance("features", computed)
                 keys.add(cache.key(sample.image_path))
                 usable.append(sample)
             except ImageLoadError as exc:
@@ -564,15 +582,11 @@ class Trainer:
 
     # --------------------------------------------------------------- helpers
     def _report_progress(self, iteration: int, end_iter: int, losses: dict[str, torch.Tensor], unsure,
-                         lr: float, images_per_s: float, eta_s: float | None = None) -> None:
+                         lr: float, images_per_s: float) -> None:
         """A "progress" event and a metrics.jsonl line (the losses are averaged over DDP processes)."""
-        t = self.cfg.train
         values = {k: float(dist_utils.all_reduce_mean(torch.as_tensor(v).detach().float(), self.dist))
                   for k, v in losses.items()}
-        if eta_s is None:
-            eta_s = (end_iter - iteration) * t.batch / max(images_per_s, 1e-9)
-        self._emit(TrainEvent("progress", iteration, end_iter, values, lr, images_per_s, eta_s,
-                              timings=self.timer.means()))
+        self._emit(TrainEvent("progress", iteration, end_iter, values, lr, images_per_s, timings=self.timer.means()))
         if self.dist.is_main:
             self.run_folder.append_metrics({"iteration": iteration, "lr": lr, "images_per_s": images_per_s,
                                      "pseudo_unsure": float(unsure), **values})
@@ -676,6 +690,7 @@ class Trainer:
             self.run_folder.save_weights(FINAL_MODEL, payload)
             self._suggest_tags()
         timings = self.timer.means() if self.timer else {}
+        self.job.finish()
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))
 
@@ -710,11 +725,14 @@ class Trainer:
             pixel_probe=None if pixel_probe is None else PixelProbe.from_state(pixel_probe))
 
     def _pass_progress(self, kind: str, what: str, start: float) -> Callable[[int, int], None]:
-        """An ``on_progress`` that emits ``kind`` events (at most one per PROGRESS_EVERY_S) for a pass over the images."""
+        """An ``on_progress`` that counts the pass's phase in the job (but the feature pass: its own count) and
+        emits ``kind`` events (at most one per PROGRESS_EVERY_S) for a pass over the images."""
         last = start
 
         def progress(done: int, total: int) -> None:
             nonlocal last
+            if kind != "features":
+                self.job.advance(PASS_PHASES[kind], done)
             now = time.perf_counter()
             if now - last >= PROGRESS_EVERY_S or done == total:
                 last = now
@@ -768,12 +786,14 @@ class Trainer:
         stage_count = len(model.backbone.stage_channels)
         was_training = model.training
         model.eval()
-        for sample in self._usable:
+        progress = self._pass_progress("priors", "class priors: co-localisation", start)
+        for done, sample in enumerate(self._usable, start=1):
             features = self.feature_cache.get(sample.image_path)
             stages = features.stage_list(stage_count, self.device)
             out = model.forward_features(stages, features.tile_batch(self.device), tuple(features.image_uint8.shape[-2:]),
                                          classify_only=True)
             fit.add(descriptors(stages), out["cam"][0], self.folder.tag_indices(sample))
+            progress(done, len(self._usable))
         model.train(was_training)
         result = fit.result()
         self._log(f"class co-localisation fitted on {len(self._usable)} images in {time.perf_counter() - start:.0f} s")

@@ -146,3 +146,17 @@ def file_signature(path: str | Path) -> tuple[int, int, int] | None:
 def is_disk_full(exc: BaseException) -> bool:
     """True for "no space left on device" and "disk quota exceeded"."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def folder_size(path: str | Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    path = Path(path)
+    if not path.is_dir():
+        return 0
+    total = 0
+    for file in path.rglob("*"):
+        try:
+            total += file.stat().st_size if file.is_file() else 0
+        except FileNotFoundError:  # deleted meanwhile (the cache's cap, a finished temp file)
+            continue
+    return total
