@@ -132,33 +132,35 @@ def test_corrections_are_part_of_the_suggestion_export_not_of_the_verified_one(t
     save_corrections(data, sample.stem, strokes)
     predictor = Predictor.from_run(run, device="cpu")
     export_folder(open_folder(data), tmp_path / "suggested", predictor=predictor)
-    assert (load_mask(tmp_path / "suggested" / "voc" / f"{sample.stem}.png")[:4, :4] == 1).all()
+    assert (load_mask(tmp_path / "suggested" / "voc" / "SegmentationClass" / f"{sample.stem}.png")[:4, :4] == 1).all()
     summary = export_folder(open_folder(data), tmp_path / "verified_only", what="verified")
-    assert not (tmp_path / "verified_only" / "voc" / f"{sample.stem}.png").exists()
+    assert not (tmp_path / "verified_only" / "voc" / "SegmentationClass" / f"{sample.stem}.png").exists()
     assert summary.counts.get("voc", 0) == 0
 
 
 def test_a_click_seed_flips_the_region_that_looks_like_it():
-    """Two regions with different descriptors, both called class 1 by the CAM: a background click on the
-    right one turns that region to background and leaves the left one."""
+    """Two regions with different descriptors, both called class 1 by the CAM (a background strip on the left):
+    a background click on the right one turns that region to background and leaves the left one."""
     height, width = 32, 32
     descriptors = torch.zeros(8, 8, 8)
-    descriptors[0, :, :4] = 1.0  # left half of the grid
-    descriptors[1, :, 4:] = 1.0  # right half
+    descriptors[2, :, :1] = 1.0  # the background strip
+    descriptors[0, :, 1:4] = 1.0  # the left region
+    descriptors[1, :, 4:] = 1.0  # the right region
     descriptors += 0.05 * torch.rand(8, 8, 8, generator=torch.Generator().manual_seed(0))
-    cams = torch.full((1, 8, 8), 0.9)
+    cams = torch.ones(1, 8, 8)
+    cams[:, :, 0] = 0.0
     image = torch.full((3, height, width), 128, dtype=torch.uint8)
     seg_logits = torch.zeros(2, height, width)
     cfg = ModelConfig(suggestion_seg_weight=0.0)
     crf = make_crf("torch", iters=3)
     plain, _ = make_suggestion(seg_logits, cams, image, [1], None, cfg, crf)
-    assert (plain == 1).all()
+    assert (plain[:, 8:12] == 1).all() and (plain[:, 20:] == 1).all()
     click = np.full((height, width), UNSURE, np.uint8)
     click[14:17, 26:29] = 0
     hints = seed_hints(descriptors, click, plain.numpy().astype(np.uint8), (height, width))
     seeded, confidence = make_suggestion(seg_logits, cams, image, [1], None, cfg, crf, seeds=hints)
     assert (seeded[:, 20:] == 0).float().mean() > 0.9  # the clicked region
-    assert (seeded[:, :12] == 1).float().mean() > 0.9  # the other one keeps its label
+    assert (seeded[:, 6:12] == 1).float().mean() > 0.9  # the other one keeps its label
     assert (seeded[14:17, 26:29] == 0).all() and (confidence[14:17, 26:29] == 1).all()
 
 
