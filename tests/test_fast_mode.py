@@ -140,7 +140,7 @@ def test_update_learns_from_the_verified_masks(own_folder, tmp_path):
     assert (run / "model.pt").stat().st_mtime_ns != weights_before
     fit_after = torch.load(run / "model.pt", weights_only=False)["colocalisation"]
     assert torch.equal(fit_after["directions"], fit_before["directions"])  # frozen features: the update keeps the fit
-    assert "1 verified mask" in events[0].message
+    assert "1 verified or corrected image" in events[0].message
     assert [e.kind for e in events][-1] == "done"
     after = _verified_share(run, own_folder, sample.stem, label)
     assert after > before + 0.2, (before, after)

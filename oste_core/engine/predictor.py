@@ -195,8 +195,10 @@ class Predictor:
         return len(self.class_names)
 
     def clear_cache(self) -> None:
+        """Forget every result and image state (e.g. after a change of ``cfg``)."""
         with self._lock:
             self._cache.clear()
+            self._states.clear()
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, tags: list[int] | None, key: str | None = None,
