@@ -19,7 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QStandardPaths, Signal
 
 from oste_core.data import LabelledFolder, Sample, open_folder, write_demo_data
-from oste_core.data.folder import detect_layout
+from oste_core.data.folder import CORRECTIONS_DIR, VERIFIED_DIR, detect_layout
 from oste_core.editing import MaskDocument, open_document, verified_path
 from oste_core.engine.predictor import Prediction
 from oste_core.engine.run_folder import RunFolder
@@ -102,7 +102,8 @@ class Project(QObject):
         try:
             folder = open_folder(root)
             if not read_only:
-                remove_stale_temp_files(root, folder.root / "verified")  # left by a killed session
+                # left by a killed session
+                remove_stale_temp_files(root, folder.root / VERIFIED_DIR, folder.root / CORRECTIONS_DIR)
                 if not folder.tags_path.is_file() or not folder.classes_path.is_file():
                     folder.save_tags()
         except BaseException:

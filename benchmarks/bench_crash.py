@@ -223,6 +223,7 @@ tags = [["circle"], ["circle", "square"]]
 project = Project()
 project.open(root)
 document = project.open_document(stem, masks[0].shape)
+document.set_all(masks[0], sparse=False)  # a full mask: each save writes verified/<stem>.png
 print("ready", flush=True)
 i = 0
 while True:
