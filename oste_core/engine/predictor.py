@@ -371,7 +371,8 @@ class Predictor:
         ``stems`` (default: every image): see ``suggest/fitting.py``. True when the classifier changed."""
         from oste_core.suggest.fitting import learn_from_user
 
-        return learn_from_user(self, folder, stems)
+        with self._lock:  # one thread at a time: the GUI's inference and export threads share the predictor
+            return learn_from_user(self, folder, stems)
 
     def set_pixel_probe(self, compact: PixelProbe | None) -> None:
         """Use a refit's classifier (in the teaching sample's compact space), or None: the trained one again.
