@@ -27,12 +27,13 @@ from PySide6.QtWidgets import (
 
 from app.loss_plot import LossPlot
 from app.style import icon
-from oste_core.config import OSTEConfig, apply_overrides, default_config
+from oste_core.config import TRAINING_MODES, OSTEConfig, apply_overrides, default_config
 from oste_core.utils.device import pick_device
 from oste_core.engine.run_folder import CHECKPOINT, RunFolder
 from oste_core.engine.trainer import TrainEvent
 from oste_core.models.backbones import available_backbones
 
+MODE_LABELS = {"fast": "Fast (frozen backbone)", "full": "Full fine-tuning", "paper": "Paper's settings"}
 PASS_NAMES = {"features": "features", "priors": "priors", "probe": "pixel classifier",
               "affinity": "MAF affinity"}  # progress bar labels of passes without a phase (all cached, say)
 
@@ -58,6 +59,14 @@ class TrainingPanel(QWidget):
         super().__init__(parent)
         defaults = self._defaults = default_config(pick_device("auto").type)
         self._extra: dict[str, object] = {}
+
+        self.mode = QComboBox()
+        for mode in TRAINING_MODES:
+            self.mode.addItem(MODE_LABELS[mode], mode)
+        self.mode.setToolTip("Fast: the ImageNet backbone stays frozen and its features are cached (minutes, the "
+                             "class priors of the suggestion). Full fine-tuning trains the backbone too (the paper's "
+                             "schedule on a GPU). Choosing a mode resets the fields below to its defaults.")
+        self.mode.currentIndexChanged.connect(self._on_mode_changed)
 
         self.backbone = QComboBox()
         self.backbone.addItems(available_backbones())
@@ -85,7 +94,8 @@ class TrainingPanel(QWidget):
         grid = QGridLayout(settings)
         grid.setContentsMargins(6, 4, 6, 4)
         grid.setVerticalSpacing(3)
-        rows = [("Backbone", self.backbone, "Device", self.device),
+        rows = [("Mode", self.mode, None, None),
+                ("Backbone", self.backbone, "Device", self.device),
                 ("Iterations", self.iters, "Batch", self.batch),
                 ("Crop", self.crop, "Alpha", self.alpha),
                 ("Gamma", self.gamma, None, None)]
@@ -98,7 +108,7 @@ class TrainingPanel(QWidget):
         modules = QHBoxLayout()
         for box in (self.use_lem, self.use_maf, self.use_fbe):
             modules.addWidget(box)
-        grid.addLayout(modules, 3, 2, 1, 2)
+        grid.addLayout(modules, len(rows) - 1, 2, 1, 2)
         self._settings = settings
 
         self.train_button = QPushButton(icon("fa5s.play", "#2e7d32"), "Train")
@@ -173,6 +183,18 @@ class TrainingPanel(QWidget):
         return spin
 
     # ------------------------------------------------------------ config
+    def _on_mode_changed(self, _position: int) -> None:
+        """Reset every field to the chosen mode's defaults (for the device the run will use)."""
+        defaults = self._defaults = default_config(pick_device("auto").type, self.mode.currentData())
+        self.iters.setValue(defaults.train.iters)
+        self.batch.setValue(defaults.train.batch)
+        self.crop.setValue(defaults.train.crop)
+        self.alpha.setValue(defaults.model.alpha)
+        self.gamma.setValue(defaults.model.gamma)
+        for box, value in ((self.use_lem, defaults.model.use_lem), (self.use_maf, defaults.model.use_maf),
+                           (self.use_fbe, defaults.model.use_fbe)):
+            box.setChecked(value)
+
     def overrides(self) -> dict[str, object]:
         """The config keys set by the widgets (dotted ``section.key`` names)."""
         return {
@@ -193,7 +215,7 @@ class TrainingPanel(QWidget):
         self._extra = dict(overrides)
 
     def config(self) -> OSTEConfig:
-        """A full `OSTEConfig`: defaults (the CPU preset without a GPU), then the widgets, then the extra overrides."""
+        """A full `OSTEConfig`: the mode's defaults, then the widgets, then the extra overrides."""
         return apply_overrides(apply_overrides(OSTEConfig.from_dict(self._defaults.to_dict()), self.overrides()),
                                self._extra)
 

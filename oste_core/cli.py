@@ -16,10 +16,11 @@ from oste_core.engine.progress import format_seconds
 
 EXAMPLES = """examples:
   oste demo-data demo --n 200 --size 128 --seed 0
-  oste train demo --out runs/demo --iters 300 --batch 8 --crop 128
+  oste train demo --out runs/demo                 # the fast mode (frozen backbone) on any device
+  oste train demo --out runs/demo-full --full     # full fine-tuning of the backbone
   oste train VOCdevkit/VOC2012 --out runs/voc --backbone resnet50 --set model.alpha=0.8
   torchrun --nproc_per_node 4 -m oste_core.cli train data --out runs/ddp --batch 16
-  oste train demo --out runs/demo --iters 600 --resume
+  oste train demo --out runs/demo-full --full --iters 600 --resume
   oste update runs/demo demo --budget 45          # after correcting masks in verified/
   oste eval runs/demo demo --json runs/demo/eval.json
   oste predict runs/demo demo --out predictions --cams
@@ -62,9 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. model.alpha=0.7 train.lr=0.005 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--paper", action="store_true",
-                   help="the paper's schedule even without a GPU (10 000 iterations at crop 321: days on a CPU); "
-                        "by default a CPU trains with the GUI's CPU preset")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true",
+                      help="full fine-tuning of the backbone instead of the fast mode (the paper's schedule on a GPU, "
+                           "300 iterations on a CPU)")
+    mode.add_argument("--paper", action="store_true",
+                      help="the paper's settings on any device (10 000 iterations at crop 321: days on a CPU)")
 
     p = sub.add_parser("update", help="continue a trained run for a short budget, with the verified masks and "
                                       "corrections/ as supervision")
@@ -103,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="headless demo: demo data, a short training, evaluation and export")
     p.add_argument("--out", type=Path, default=Path("oste-demo"))
-    p.add_argument("--iters", type=int, help="default 300 on a GPU, the CPU preset's on a CPU")
+    p.add_argument("--iters", type=int, help="default: the fast mode's")
     p.add_argument("--n", type=int, default=64, help="demo images (written once, on the first run)")
 
     p = sub.add_parser("info", help="versions, the device, CRF backends; a run folder's size on disk, or a labelled "
@@ -124,20 +128,21 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def build_config(args: argparse.Namespace):
-    """The training config: a saved one (--config), else the device's default (the CPU preset without a GPU,
-    unless --paper), then --iters/--batch/... and --set."""
-    from oste_core.config import CPU_PRESET, OSTEConfig, apply_overrides, default_config
+    """The training config: a saved one (--config), else the default for the device and the mode (the fast mode
+    on every device, unless --full or --paper), then --iters/--batch/... and --set."""
+    from oste_core.config import OSTEConfig, apply_overrides, default_config
     from oste_core.utils.device import pick_device
 
     if args.config:
         cfg = OSTEConfig.load(args.config)
     else:
         device = pick_device(args.device or "auto")
-        use_preset = device.type == "cpu" and not getattr(args, "paper", False)
-        cfg = default_config("cpu" if use_preset else "cuda")
-        if use_preset:
-            print(f"no GPU: training with the CPU preset ({', '.join(f'{k}={v}' for k, v in CPU_PRESET.items())}); "
-                  "pass --paper for the paper's schedule (10 000 iterations at crop 321, days on a CPU)")
+        mode = "paper" if getattr(args, "paper", False) else "full" if getattr(args, "full", False) else "fast"
+        cfg = default_config(device.type, mode)
+        described = {"fast": "the fast mode (frozen ImageNet backbone, cached features; --full fine-tunes it)",
+                     "full": "full fine-tuning of the backbone", "paper": "the paper's settings"}[mode]
+        print(f"training with {described} on {device.type}: {cfg.train.iters} iterations, batch {cfg.train.batch}, "
+              f"crop {cfg.train.crop}")
     direct = {"train.iters": args.iters, "train.batch": args.batch, "train.crop": args.crop,
               "model.backbone": args.backbone, "train.device": args.device}
     apply_overrides(cfg, {k: v for k, v in direct.items() if v is not None})
@@ -386,9 +391,8 @@ def run_headless_demo(out_dir: str | Path, iters: int | None = None, n: int = 64
 
         write_demo_data(data, n=n, size=96, seed=0)
         print(f"demo project written to {data}")
-    on_gpu = torch.cuda.is_available()
-    cfg = default_config("cuda" if on_gpu else "cpu")
-    apply_overrides(cfg, {"train.iters": iters or (300 if on_gpu else cfg.train.iters), "train.batch": 8,
+    cfg = default_config("cuda" if torch.cuda.is_available() else "cpu")
+    apply_overrides(cfg, {"train.iters": iters or cfg.train.iters, "train.batch": 8,
                           "train.crop": 96, "train.workers": 0, "train.checkpoint_every": 100})
     run = train_with_progress(cfg, data, out / time.strftime("run-%Y%m%d-%H%M%S"))
     predictor = Predictor.from_run(run)

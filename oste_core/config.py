@@ -154,20 +154,26 @@ class OSTEConfig:
         return cls.from_dict(data)
 
 
-CPU_PRESET: dict[str, Any] = {
-    # the fast mode (docs/BENCHMARKS.md): frozen ImageNet backbone, features cached once per image; 300 cheap
-    # classifier-only warm-up iterations, then 60 with FBE pseudo-labels, MAF, the segmentation head and the
-    # energy loss (on a 1/8 grid); AdamW on the heads. Every module is on, but LEM without Eq 16: on frozen
-    # features only the 1x1 CAM classifier can move, and Eq 16's L1 between its tile and image maps made the CAM
-    # worse (mix: CAM mIoU 32.5 with Eq 16, 39.3 without; suggestion 62.0 / 61.5 with it, 65.1 / 64.8
-    # without, against 64.3 / 62.4 with LEM off; seeds 0 / 1). The suggestion takes the enhanced CAM with the
-    # class priors (co-localisation map, ImageNet prior, pixel probe) and the CRF, not the segmentation branch:
-    # at this budget that lowered its mIoU.
+FAST_PRESET: dict[str, Any] = {
+    # the fast mode, the default on every device: frozen ImageNet backbone, features cached once per image; 300
+    # cheap classifier-only warm-up iterations, then 60 with FBE pseudo-labels, MAF, the segmentation head and the
+    # energy loss (on a 1/8 grid); AdamW on the heads. LEM without Eq 16: on frozen features only the 1x1 CAM
+    # classifier can move, and Eq 16 made its CAM worse. The suggestion takes the enhanced CAM with the class
+    # priors and the CRF, not the segmentation branch (docs/BENCHMARKS.md, docs/EXPERIMENTS.md).
     "train.freeze_backbone": True, "model.use_lem": True, "loss.w_mae": 0.0, "train.iters": 360,
     "loss.seg_warmup_iters": 300, "train.batch": 8,
     "train.optimizer": "adamw", "train.lr": 1e-4, "loss.energy_scale": 0.125, "model.suggestion_seg_weight": 0.0,
     "train.crop": 128, "train.workers": 0, "model.cam_scales": (1.0,), "train.log_every": 1,
 }
+
+# full fine-tuning sized for a CPU (the paper's schedule on a GPU): every backbone weight trained, SGD, every
+# module on with Eq 16, the segmentation losses from the first iteration
+FULL_CPU_PRESET: dict[str, Any] = {
+    "train.iters": 300, "train.batch": 8, "train.crop": 128, "train.workers": 0, "loss.energy_scale": 0.25,
+    "model.cam_scales": (1.0,), "train.log_every": 1,
+}
+
+TRAINING_MODES = ("fast", "full", "paper")  # default_config's modes, `oste train --full / --paper`, the GUI's Mode
 
 
 # the paper's ablation (its Table 3): which modules each row switches on (benchmarks/bench_quality.py, bench_real.py)
@@ -180,11 +186,17 @@ ABLATION_VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 
-def default_config(device_type: str = "cuda") -> OSTEConfig:
-    """The defaults (see docs/PAPER_VS_DEFAULTS.md); on a CPU with `CPU_PRESET` on top (minutes, not days)."""
+def default_config(device_type: str = "cpu", mode: str = "fast") -> OSTEConfig:
+    """The defaults for a device and a training mode (``TRAINING_MODES``): "fast" (every device: `FAST_PRESET`),
+    "full" (full fine-tuning: the paper's schedule on a GPU, `FULL_CPU_PRESET` on a CPU) or "paper" (the
+    paper's settings on any device; days on a CPU). See docs/PAPER_VS_DEFAULTS.md."""
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"unknown training mode {mode!r}: one of {', '.join(TRAINING_MODES)}")
     cfg = OSTEConfig()
-    if device_type == "cpu":
-        apply_overrides(cfg, CPU_PRESET)
+    if mode == "fast":
+        apply_overrides(cfg, FAST_PRESET)
+    elif mode == "full" and device_type == "cpu":
+        apply_overrides(cfg, FULL_CPU_PRESET)
     return cfg
 
 

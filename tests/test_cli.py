@@ -200,21 +200,20 @@ def test_export_default_is_the_full_mask_suggestion(trained, demo_folder, tmp_pa
     assert "unsure" not in capsys.readouterr().out  # a full mask: no CVAT 'unsure' label needed
 
 
-def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_prints_each_phase_with_its_eta(demo_folder, tmp_path, capsys):
-    from oste_core.config import CPU_PRESET, OSTEConfig
+def test_train_uses_the_fast_mode_says_so_and_prints_each_phase_with_its_eta(demo_folder, tmp_path, capsys):
+    from oste_core.config import FAST_PRESET, OSTEConfig
 
     run = tmp_path / "run"
     assert main(["train", str(demo_folder), "--out", str(run), "--iters", "4", "--device", "cpu",
                  "--set", "train.fast_max_side=48", "--set", "model.crf_backend=torch"]) == 0
     out = capsys.readouterr().out
-    assert "CPU preset" in out and "--paper" in out
-    assert "CPU preset" in out
+    assert "the fast mode" in out and "--full" in out
     phases = re.findall(r"^\[ *[\d a-z]+\] (.+) \d+/\d+, ETA ", out, flags=re.M)  # not a terminal: plain lines
     assert list(dict.fromkeys(phases)) == ["features", "warm-up", "training", "priors", "pixel classifier"]
     assert "total time:" in out
     cfg = OSTEConfig.load(run / "config.yaml")
     assert cfg.loss.seg_warmup_iters == 5 * 4 // 6  # the warm-up leaves a sixth of a short schedule to the heads
-    for key, value in CPU_PRESET.items():
+    for key, value in FAST_PRESET.items():
         if key not in ("train.iters", "loss.seg_warmup_iters"):
             section, name = key.split(".")
             saved = getattr(getattr(cfg, section), name)
@@ -222,13 +221,21 @@ def test_train_on_a_cpu_uses_the_cpu_preset_says_so_and_prints_each_phase_with_i
     assert cfg.train.iters == 4
 
 
-def test_paper_schedule_on_a_cpu_only_when_asked(demo_folder, tmp_path):
+def test_full_fine_tuning_and_the_paper_schedule_only_when_asked(demo_folder, tmp_path):
     from oste_core.cli import _parser, build_config
     from oste_core.config import OSTEConfig
 
-    paper = build_config(_parser().parse_args(["train", str(demo_folder), "--out", str(tmp_path), "--device", "cpu",
-                                               "--paper"]))
+    def config(*flags: str) -> OSTEConfig:
+        return build_config(_parser().parse_args(["train", str(demo_folder), "--out", str(tmp_path), "--device", "cpu",
+                                                  *flags]))
+
+    paper = config("--paper")
     assert (paper.train.iters, paper.train.crop) == (OSTEConfig().train.iters, OSTEConfig().train.crop)
+    full = config("--full")
+    assert not full.train.freeze_backbone and full.train.iters == 300
+    assert config().train.freeze_backbone
+    with pytest.raises(SystemExit):
+        config("--full", "--paper")
 
 
 def test_update_command_continues_a_run(trained, demo_folder, capsys):

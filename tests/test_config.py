@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from oste_core.config import CPU_PRESET, OSTEConfig, apply_overrides, default_config
+from oste_core.config import FAST_PRESET, OSTEConfig, apply_overrides, default_config
 
 
 def test_paper_defaults():
@@ -34,8 +34,14 @@ def test_save_load_round_trip(tmp_path, name):
     assert loaded == cfg
 
 
-def test_cpu_preset_trains_in_minutes_and_keeps_the_paper_settings_elsewhere():
+def test_the_fast_mode_is_the_default_on_every_device_and_full_fine_tuning_is_a_choice():
     cpu, gpu = default_config("cpu"), default_config("cuda")
-    assert gpu == OSTEConfig()
-    assert cpu.train.iters == CPU_PRESET["train.iters"] < gpu.train.iters
-    assert cpu.model.cam_scales == (1.0,) and cpu.model.alpha == gpu.model.alpha
+    assert cpu == gpu and gpu.train.freeze_backbone  # the CUDA default is the fast mode, the CPU's preset
+    assert gpu.train.iters == FAST_PRESET["train.iters"] < OSTEConfig().train.iters
+    assert gpu.model.cam_scales == (1.0,) and gpu.model.alpha == OSTEConfig().model.alpha
+    assert default_config("cuda", "full") == default_config("cuda", "paper") == OSTEConfig()
+    full_cpu = default_config("cpu", "full")
+    assert not full_cpu.train.freeze_backbone and full_cpu.train.iters == 300
+    assert default_config("cpu", "paper") == OSTEConfig()
+    with pytest.raises(ValueError, match="unknown training mode"):
+        default_config("cpu", "fastest")

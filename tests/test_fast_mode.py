@@ -105,9 +105,9 @@ def test_progress_comes_every_iteration_with_the_losses(own_folder, tmp_path):
     # so this checks the CPU preset's log_every below instead
     assert [e.iteration for e in progress][0] == 1 and progress[-1].iteration == 5
     events.clear()
-    from oste_core.config import CPU_PRESET
+    from oste_core.config import FAST_PRESET
 
-    Trainer(fast_config(**{"train.iters": 5, "train.log_every": CPU_PRESET["train.log_every"]}), own_folder,
+    Trainer(fast_config(**{"train.iters": 5, "train.log_every": FAST_PRESET["train.log_every"]}), own_folder,
             tmp_path / "run2", on_event=events.append).run()
     progress = [e for e in events if e.kind == "progress"]
     assert [e.iteration for e in progress] == [1, 2, 3, 4, 5]
@@ -228,10 +228,10 @@ def test_fast_warmup_steps_train_the_classifier_only(own_folder, tmp_path):
 
 
 def test_the_cpu_preset_trains_lem_tiles_without_eq16_and_predicts_a_merged_cam(own_folder, tmp_path):
-    from oste_core.config import CPU_PRESET
+    from oste_core.config import FAST_PRESET
 
     run = tmp_path / "run"
-    lem = {key: CPU_PRESET[key] for key in ("model.use_lem", "loss.w_mae")}
+    lem = {key: FAST_PRESET[key] for key in ("model.use_lem", "loss.w_mae")}
     Trainer(fast_config(**{"train.iters": 3, "loss.seg_warmup_iters": 2, **lem}), own_folder, run).run()
     lines = metric_lines(run)
     warmup = lines[:2]  # classifier-only steps: total = cls + tile (+ w_mae * mae)

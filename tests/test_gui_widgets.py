@@ -271,6 +271,17 @@ def test_training_panel_starts_from_the_device_preset(qtbot):
     panel.iters.setValue(7)
     cfg = panel.config()
     assert cfg.train.iters == 7 and cfg.model.cam_scales == preset.model.cam_scales
+    assert cfg.train.freeze_backbone  # the fast mode on every device
+
+
+def test_training_panel_mode_resets_the_fields_to_that_mode(qtbot):
+    panel = TrainingPanel(["auto", "cpu"])
+    qtbot.addWidget(panel)
+    panel.mode.setCurrentIndex(panel.mode.findData("paper"))
+    assert panel.iters.value() == 10000 and panel.crop.value() == 321
+    assert not panel.config().train.freeze_backbone
+    panel.mode.setCurrentIndex(panel.mode.findData("fast"))
+    assert panel.iters.value() == 360 and panel.config().train.freeze_backbone
 
 
 def test_xcb_libraries_are_checked_before_qt_starts() -> None:
