@@ -22,6 +22,7 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--json", type=Path, help="also write every result here")
+    parser.add_argument("--markdown", type=Path, help="also write the table, its command and machine here, as "
+                                                      "docs/BENCHMARKS.md shows them")
     parser.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder, deleted as it goes)")
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -173,18 +176,24 @@ def run_benchmark(args: argparse.Namespace, root: Path, variants: dict, override
 
     first = next(iter(results.values()))[0]
     classes = list(first["per_class"])
-    print(f"\nbench_real: {args.data} ({first['images']} images evaluated), seeds {args.seeds}, "
-          f"{device_description(device)}, torch {torch.__version__}, overrides {overrides or 'none'}\n")
-    print("| variant | CAM | merged CAM | enhanced CAM | pseudo | coverage | seg | suggestion | "
-          + " | ".join(classes) + " | train s | predict s |")
-    print("| --- " * (11 + len(classes)) + "|")
+    lines = ["| variant | CAM | merged CAM | enhanced CAM | pseudo | coverage | seg | suggestion | "
+             + " | ".join(classes) + " | train s | predict s |", "| --- " * (11 + len(classes)) + "|"]
     for name, reports in results.items():
         cells = [_mean_spread([r[key] for r in reports]) if _measured(reports, key) else "-" for key in METRICS]
         per_class = [_mean_spread([r["per_class"].get(c, {}).get("suggestion", 0.0) for r in reports]) for c in classes]
         seconds = [f"{statistics.mean(r[key] for r in reports):.0f}" for key in ("train_s", "predict_s")]
-        print(f"| {name} | " + " | ".join(cells + per_class + seconds) + " |")
-    print("\nmIoU in %, mean ± half the range over the seeds; per-class columns: suggestion IoU; "
-          "pseudo: labelled pixels only, coverage: share labelled.")
+        lines.append(f"| {name} | " + " | ".join(cells + per_class + seconds) + " |")
+    machine = (f"{args.data} ({first['images']} images evaluated), seeds {args.seeds}, {device_description(device)}, "
+               f"torch {torch.__version__}, overrides {overrides or 'none'}")
+    legend = ("mIoU in %, mean ± half the range over the seeds; per-class columns: suggestion IoU; "
+              "pseudo: labelled pixels only, coverage: share labelled.")
+    print(f"\nbench_real: {machine}\n")
+    print("\n".join(lines))
+    print(f"\n{legend}")
+    if args.markdown:
+        command = "python benchmarks/bench_real.py " + " ".join(sys.argv[1:])
+        args.markdown.write_text(f"```\n{command}\n```\n\n{machine}.\n\n" + "\n".join(lines) + f"\n\n{legend}\n",
+                                 encoding="utf-8")
 
     loop_rows = []
     if args.loop:

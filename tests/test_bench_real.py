@@ -19,7 +19,8 @@ def test_bench_real_prints_the_table_and_the_annotator_loop(tmp_path):
          "--variants", "default,baseline", "--loop", "--loop-n", "1", "--loop-rounds", "1", "--update-s", "1",
          "--set", "train.iters=3", "--set", "loss.seg_warmup_iters=2", "--set", "train.fast_max_side=48",
          "--set", "model.crf_backend=torch", "--set", "model.crf_iters=2",
-         "--keep", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json")],
+         "--keep", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json"),
+         "--markdown", str(tmp_path / "table.md")],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -29,6 +30,8 @@ def test_bench_real_prints_the_table_and_the_annotator_loop(tmp_path):
     rows = [line for line in result.stdout.splitlines() if line.startswith(("| default", "| baseline"))]
     assert len(rows) == 2 and all("±" in row for row in rows)  # two seeds: mean ± spread
     assert "annotator loop" in result.stdout
+    markdown = (tmp_path / "table.md").read_text()
+    assert "python benchmarks/bench_real.py " in markdown and header in markdown and rows[0] in markdown
     saved = json.loads((tmp_path / "out.json").read_text())
     assert [r["seed"] for r in saved["results"]["default"]] == [0, 1]
     assert [row["verified"] for row in saved["loop"]] == [0, 1]
