@@ -39,6 +39,11 @@ class ImageView(QObject):
         self._request: PredictRequest | None = None  # the latest request for the current image
         inference.predicted.connect(self._on_predicted)
         inference.predictFailed.connect(self._on_predict_failed)
+        panel = layers_panel
+        for signal in (panel.layerChanged, panel.classChanged, panel.colormapChanged, panel.maskVisibleChanged):
+            signal.connect(self.refresh_layer)
+        panel.opacityChanged.connect(canvas.set_opacity)
+        panel.maskVisibleChanged.connect(canvas.set_mask_visible)
 
     def show(self, stem: str) -> None:
         """Make ``stem`` the current image (edits of the previous one stay in memory)."""
