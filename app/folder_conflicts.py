@@ -1,4 +1,4 @@
-"""The window's answers to a folder another program writes too: open read-only when another session holds
+"""The answers to a folder another program writes too: open read-only when another session holds
 the folder's lock (or the folder is not writable), and reload or keep one's own tags when ``tags.csv`` was
 changed on disk (`app.project.TagsChangedOnDisk`)."""
 from __future__ import annotations

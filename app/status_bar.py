@@ -27,6 +27,7 @@ class StatusBar(QStatusBar):
             self.addPermanentWidget(label)
 
     def show_zoom(self, scale: float) -> None:
+        """The canvas zoom, as a percentage."""
         self.zoom_label.setText(f"{scale:.0%}")
 
     def show_cursor(self, x: int, y: int, doc: MaskDocument | None) -> None:
