@@ -100,8 +100,7 @@ class TrainingControl(QObject):
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         self._worker, self._result = worker, ""
-        self._thread = start_thread(worker, self, worker.finished, worker.failed)
-        self._thread.finished.connect(self._on_thread_done)
+        self._thread = start_thread(worker, self, worker.finished, worker.failed, on_done=self._on_thread_done)
         self._panel.set_running(True, self.update_budget_s if update else None)
         verb = "updating" if update else ("resuming" if resume else "training")
         messages.report(f"{verb} {run_dir}")
