@@ -10,14 +10,13 @@ one; everything runs in the inference thread, the status bar shows the progress.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QStatusBar
 
 from app.editor import EditorControl
 from app.image_list import ImageList
 from app.image_view import ImageView
+from app.messages import Messages
 from app.project import Project
 from app.refresh_indicator import RefreshIndicator
 from app.workers import InferenceClient
@@ -29,10 +28,11 @@ class CorrectionsControl(QObject):
     """Saves corrections as they are drawn and keeps the suggestions refreshed after each correction."""
 
     def __init__(self, project: Project, inference: InferenceClient, editor: EditorControl, view: ImageView,
-                 image_list: ImageList, status_bar: QStatusBar, report: Callable[..., None]) -> None:
-        super().__init__(editor)
+                 image_list: ImageList, status_bar: QStatusBar, messages: Messages,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self._project, self._inference, self._editor, self._view = project, inference, editor, view
-        self._image_list, self._report = image_list, report
+        self._image_list, self._messages = image_list, messages
         self.indicator = RefreshIndicator()
         status_bar.insertPermanentWidget(0, self.indicator)
         editor.maskChanged.connect(self._on_mask_changed)
@@ -81,10 +81,10 @@ class CorrectionsControl(QObject):
     def _on_finished(self, report: RefreshReport) -> None:
         self.indicator.finish()
         for problem in report.problems:
-            self._report(problem, True)
+            self._messages.report(problem, error=True)
         refit = f"pixel classifier refitted in {report.refit_s:.1f} s, " if report.refit else ""
-        self._report(f"{refit}{report.refreshed} suggestions refreshed in {report.refresh_s:.1f} s")
+        self._messages.report(f"{refit}{report.refreshed} suggestions refreshed in {report.refresh_s:.1f} s")
 
     def _on_failed(self, message: str) -> None:
         self.indicator.finish()
-        self._report(f"refreshing the suggestions failed: {message}", True)
+        self._messages.report(f"refreshing the suggestions failed: {message}", error=True)

@@ -23,7 +23,7 @@ TOOLS: list[tuple[Tool, str, str, str]] = [
 
 
 class EditToolbar(QToolBar):
-    """Emits what the user asks for; the main window applies it to the canvas and document."""
+    """Emits what the user asks for; `app.editor.EditorControl` applies it to the canvas and document."""
 
     toolChanged = Signal(str)
     radiusChanged = Signal(int)

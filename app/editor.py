@@ -8,17 +8,18 @@ and Ctrl+S take what the user sees there, the suggestion with the corrections ov
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from app.canvas import Canvas
+from app.edit_toolbar import EditToolbar
+from app.image_view import ImageView
+from app.messages import Messages
+from app.project import Project
 from app.style import resize_to
+from app.tags_dock import TagsPanel
 from oste_core.editing import ChangedOnDisk
-
-if TYPE_CHECKING:
-    from app.main_window import MainWindow
 
 Button = QMessageBox.StandardButton
 
@@ -30,10 +31,11 @@ class EditorControl(QObject):
     userSaved = Signal(str)  # stem whose verified mask the user saved (Ctrl+S / the Save button)
     # (maskChanged also follows each saved correction stroke: the corrections controller saves it)
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self._window = window
-        canvas, toolbar = window.canvas, window.edit_toolbar
+    def __init__(self, project: Project, view: ImageView, canvas: Canvas, toolbar: EditToolbar,
+                 tags_panel: TagsPanel, messages: Messages, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._project, self._view, self._canvas, self._toolbar = project, view, canvas, toolbar
+        self._tags_panel, self._messages = tags_panel, messages
         toolbar.toolChanged.connect(canvas.set_tool)
         toolbar.radiusChanged.connect(canvas.set_brush_radius)
         toolbar.paintValueChanged.connect(canvas.set_paint_value)
@@ -47,13 +49,14 @@ class EditorControl(QObject):
         canvas.set_tolerance(toolbar.tolerance())
         canvas.set_tool(toolbar.tool())
         canvas.maskEdited.connect(self._on_mask_edited)
-        group = window.tags_panel.undo_group
+        view.documentShown.connect(self.update_history)
+        group = tags_panel.undo_group
         group.canUndoChanged.connect(self.update_history)
         group.canRedoChanged.connect(self.update_history)
         QApplication.instance().focusChanged.connect(self._on_focus_changed)
 
     def _tags_focused(self) -> bool:
-        return self._window.tags_panel.isAncestorOf(QApplication.focusWidget())
+        return self._tags_panel.isAncestorOf(QApplication.focusWidget())
 
     def _on_focus_changed(self, _old: object, _new: object) -> None:
         self.update_history()
@@ -61,53 +64,55 @@ class EditorControl(QObject):
     def update_history(self, *_signal_args: object) -> None:
         """Enable undo/redo for what Ctrl+Z would act on now (tags when focused, else the mask)."""
         if self._tags_focused():
-            group = self._window.tags_panel.undo_group
-            self._window.edit_toolbar.set_history(group.canUndo(), group.canRedo())
+            group = self._tags_panel.undo_group
+            self._toolbar.set_history(group.canUndo(), group.canRedo())
             return
-        doc = self._window.canvas.document()
-        self._window.edit_toolbar.set_history(bool(doc and doc.can_undo), bool(doc and doc.can_redo))
+        doc = self._canvas.document()
+        self._toolbar.set_history(bool(doc and doc.can_undo), bool(doc and doc.can_redo))
 
     def _on_mask_edited(self) -> None:
         self.update_history()
-        self._window.project.notify_edited(self._window.current_stem())
+        self._project.notify_edited(self._view.stem)
         self.maskChanged.emit()
 
     def undo(self) -> None:
+        """Ctrl+Z: undo the tag change (Tags panel focused) or the mask edit."""
         self._step(back=True)
 
     def redo(self) -> None:
+        """Ctrl+Shift+Z: redo the tag change (Tags panel focused) or the mask edit."""
         self._step(back=False)
 
     def _step(self, back: bool) -> None:
         """Undo (``back``) or redo the tag change when the Tags panel has the focus, else the mask edit."""
         if self._tags_focused():
-            group = self._window.tags_panel.undo_group
+            group = self._tags_panel.undo_group
             group.undo() if back else group.redo()
             return
-        doc = self._window.canvas.document()
+        doc = self._canvas.document()
         if doc is not None and (doc.undo() if back else doc.redo()):
-            self._window.canvas.refresh_mask()
+            self._canvas.refresh_mask()
             self._on_mask_edited()
 
     def _take(self, layer: str, title: str, or_background: bool = False) -> bool:
         """Replace the mask with the prediction's ``layer`` (with the corrections over it on a corrections
         document, which becomes a full mask) as one undoable step; without a prediction, background when
         ``or_background``, else False."""
-        window, doc = self._window, self._window.canvas.document()
-        prediction = window.project.prediction(window.current_stem())
+        doc = self._canvas.document()
+        prediction = self._project.prediction(self._view.stem)
         if doc is None or (prediction is None and not or_background):
-            window.report(f"no {title} for this image yet (train a model, or wait for inference)")
+            self._messages.report(f"no {title} for this image yet (train a model, or wait for inference)")
             return False
         labels = (np.zeros(doc.shape, np.uint8) if prediction is None
                   else resize_to(getattr(prediction, layer), doc.shape, nearest=True))
         if doc.set_all(doc.shown(labels), sparse=False):
-            window.canvas.refresh_mask()
+            self._canvas.refresh_mask()
             self._on_mask_edited()
         return True
 
     def _accept(self, layer: str, title: str) -> None:
         if self._take(layer, title):
-            self._window.report(f"{self._window.current_stem()}: {title} accepted (Ctrl+Z undoes it, Ctrl+S saves it)")
+            self._messages.report(f"{self._view.stem}: {title} accepted (Ctrl+Z undoes it, Ctrl+S saves it)")
 
     def accept_pseudo_label(self) -> None:
         """Replace the mask with the current pseudo-label (undoable; unsure pixels stay 255)."""
@@ -121,7 +126,7 @@ class EditorControl(QObject):
         """Save the current mask to ``verified/<stem>.png`` (asks before replacing a changed file); a
         corrections document saves the suggestion with its corrections (accepted as one undoable step; with
         no suggestion yet, the corrections over background)."""
-        stem, doc = self._window.current_stem(), self._window.canvas.document()
+        stem, doc = self._view.stem, self._canvas.document()
         if not stem or doc is None or (doc.sparse and not self._take("suggestion", "suggestion", or_background=True)):
             return False
         if not self.save(stem):
@@ -132,31 +137,32 @@ class EditorControl(QObject):
     def save(self, stem: str) -> bool:
         """Save one image's document (its verified mask, or its corrections); False when the user kept the
         file on disk or writing failed."""
-        window = self._window
+        project, messages = self._project, self._messages
         try:
-            path = window.project.save_document(stem)
+            path = project.save_document(stem)
         except ChangedOnDisk as exc:
-            answer = window.ask("Mask changed on disk", f"{exc}\n\nOverwrite it with your edits?",
-                                Button.Yes | Button.No, Button.No)
+            answer = messages.ask("Mask changed on disk", f"{exc}\n\nOverwrite it with your edits?",
+                                  Button.Yes | Button.No, Button.No)
             if answer != Button.Yes:
                 return False
-            path = window.project.save_document(stem, force=True)
+            path = project.save_document(stem, force=True)
         except (OSError, ValueError) as exc:
-            window.show_error("Save failed", f"{stem}: cannot save the mask ({exc})")
+            messages.show_error("Save failed", f"{stem}: cannot save the mask ({exc})")
             return False
-        window.report(f"saved {path}" if path is not None else f"{stem}: no correction left, its corrections file removed")
+        messages.report(f"saved {path}" if path is not None
+                        else f"{stem}: no correction left, its corrections file removed")
         return True
 
     def resolve_unsaved(self, doing: str) -> bool:
         """Ask what to do with unsaved masks; False when the user cancels."""
-        project = self._window.project
+        project = self._project
         unsaved = project.unsaved_stems()
         if not unsaved:
             return True
         names = ", ".join(unsaved[:8]) + (" ..." if len(unsaved) > 8 else "")
-        answer = self._window.ask("Unsaved masks", f"{len(unsaved)} image(s) have unsaved edits ({names}).\n"
-                                  f"Save them before {doing}?", Button.SaveAll | Button.Discard | Button.Cancel,
-                                  Button.SaveAll)
+        answer = self._messages.ask("Unsaved masks", f"{len(unsaved)} image(s) have unsaved edits ({names}).\n"
+                                    f"Save them before {doing}?", Button.SaveAll | Button.Discard | Button.Cancel,
+                                    Button.SaveAll)
         if answer == Button.SaveAll:
             return all(self.save(stem) for stem in unsaved)
         if answer == Button.Discard:

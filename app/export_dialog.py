@@ -162,8 +162,8 @@ class ExportDialog(QDialog):
         worker.exists.connect(self._on_exists)
         worker.failed.connect(self._on_failed)
         self._worker = worker
-        self._thread = start_thread(worker, self, worker.finished, worker.exists, worker.failed)
-        self._thread.finished.connect(self._on_thread_done)
+        self._thread = start_thread(worker, self, worker.finished, worker.exists, worker.failed,
+                                    on_done=self._on_thread_done)
         self._set_inputs_enabled(False)
         self.progress.setRange(0, 0)
         self.progress.setFormat("checking the target ...")

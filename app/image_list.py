@@ -2,7 +2,7 @@
 
 Rows show file names (the relative path is the tooltip), elided in the middle so long names keep
 their distinctive end. Review order sorts by pseudo-label uncertainty (share of unsure pixels) so
-the worst images come first; the scores are computed in the background by the main window, with a
+the worst images come first; the scores are computed in the background (`app.review`), with a
 progress bar and a Cancel button here.
 """
 from __future__ import annotations

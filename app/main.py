@@ -164,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(QSettings())
     window.show()
     if args.demo:
-        window.open_demo()
+        window.folders.open_demo()
     elif args.folder is not None:
-        window.open_folder(args.folder)
+        window.folders.open_folder(args.folder)
     else:
         last = window.settings.value("lastFolder")
         if last and Path(str(last)).is_dir():
-            window.open_folder(str(last))
+            window.folders.open_folder(str(last))
     return app.exec()
 
 

@@ -7,7 +7,7 @@ them tags makes them samples. Every tag change is written to ``tags.csv`` at onc
 While a project is open its folder is locked (``.oste.lock``, `oste_core.utils.locks`): a second session
 gets `FolderLockedError` and may open it read-only (every write then raises `ReadOnlyError`). Before each
 write of ``tags.csv`` / ``classes.txt`` the files are compared with what was read: a change made by another
-program raises `TagsChangedOnDisk`, and the window asks whether to reload them or keep its own tags.
+program raises `TagsChangedOnDisk`, and `app.folder_conflicts` asks whether to reload them or keep its own tags.
 """
 from __future__ import annotations
 

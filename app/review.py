@@ -4,54 +4,52 @@ the scores computed so far.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from PySide6.QtCore import QObject
 
-if TYPE_CHECKING:
-    from app.main_window import MainWindow
+from app.image_list import ImageList
+from app.messages import Messages
+from app.project import Project
+from app.workers import InferenceClient
 
 
 class ReviewOrder(QObject):
     """Wires the image list's review controls to the inference thread's folder scan."""
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self._window = window
-        window.image_list.uncertaintyRequested.connect(self.start)
-        window.image_list.reviewCancelRequested.connect(self.cancel)
-        inference = window.inference
-        inference.scanProgress.connect(window.image_list.set_sort_progress)
-        inference.scanned.connect(window.project.set_uncertainty)
+    def __init__(self, project: Project, inference: InferenceClient, image_list: ImageList, messages: Messages,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._project, self._inference, self._image_list, self._messages = project, inference, image_list, messages
+        image_list.uncertaintyRequested.connect(self.start)
+        image_list.reviewCancelRequested.connect(self.cancel)
+        inference.scanProgress.connect(image_list.set_sort_progress)
+        inference.scanned.connect(project.set_uncertainty)
         inference.scanFinished.connect(self._on_finished)
 
     def start(self) -> None:
         """Predict every image in the background and sort the list by uncertainty, worst first."""
-        w = self._window
-        if not w.project.is_open():
+        project, inference = self._project, self._inference
+        if not project.is_open():
             return
-        if w.inference.predictor is None:
-            w.show_error("Review order", "The review order needs a trained run: train a model first.")
+        if inference.predictor is None:
+            self._messages.show_error("Review order", "The review order needs a trained run: train a model first.")
             return
-        w.image_list.set_sort_progress(0, len(w.project.folder.samples))
-        w.report("computing pseudo-label uncertainty for every image ...")
-        w.inference.scan(w.project.folder)
+        self._image_list.set_sort_progress(0, len(project.folder.samples))
+        self._messages.report("computing pseudo-label uncertainty for every image ...")
+        inference.scan(project.folder)
 
     def cancel(self) -> None:
         """Stop the scan (if any); the images scored so far keep their score."""
-        w = self._window
-        if w.inference.scanning:
-            w.report("review order cancelled; the images scored so far keep their score")
-        w.inference.cancel_scan()
-        w.image_list.set_sort_progress(0, 0)
+        if self._inference.scanning:
+            self._messages.report("review order cancelled; the images scored so far keep their score")
+        self._inference.cancel_scan()
+        self._image_list.set_sort_progress(0, 0)
 
     def _on_finished(self, problems: list[str]) -> None:
-        w = self._window
-        w.image_list.set_sort_progress(1, 1)
+        self._image_list.set_sort_progress(1, 1)
         for problem in problems:
-            w.report(problem, error=True)
-            stem = w.project.stem_for_problem(problem)
+            self._messages.report(problem, error=True)
+            stem = self._project.stem_for_problem(problem)
             if stem is not None:
-                w.project.set_error(stem, problem)
-        w.image_list.set_sort_by_uncertainty(True)
-        w.report("list sorted by uncertainty (most unsure pixels first)")
+                self._project.set_error(stem, problem)
+        self._image_list.set_sort_by_uncertainty(True)
+        self._messages.report("list sorted by uncertainty (most unsure pixels first)")

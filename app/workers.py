@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,18 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def start_thread(worker: QObject, parent: QObject, *done_signals: Signal) -> QThread:
-    """Move ``worker`` to a new thread that calls ``worker.run`` and quits on any of ``done_signals``."""
+def start_thread(worker: QObject, parent: QObject, *done_signals: Signal,
+                 on_done: Callable[[], None] | None = None) -> QThread:
+    """Move ``worker`` to a new thread that calls ``worker.run`` and quits on any of ``done_signals``; ``on_done``
+    runs in the GUI thread once the thread has ended (connected before the start: a worker that fails at once
+    may end its thread before the caller could connect to ``finished``)."""
     thread = QThread(parent)
     worker.moveToThread(thread)
     thread.started.connect(worker.run)
     for signal in done_signals:  # direct: quit even while the GUI thread blocks in wait()
         signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    if on_done is not None:
+        thread.finished.connect(on_done)
     thread.start()
     return thread
 

@@ -84,7 +84,7 @@ def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MainWindow
     yield win
     Questions(monkeypatch, Button.Discard)  # closing: stop a training, drop unsaved test edits
     win.close()
-    qtbot.waitUntil(lambda: not win.is_training(), timeout=300_000)  # a running training closes the window later
+    qtbot.waitUntil(lambda: not win.training.is_running(), timeout=300_000)  # a running training closes the window later
 
 
 def drag(qtbot, canvas, start: tuple[float, float], end: tuple[float, float]) -> None:
@@ -97,9 +97,10 @@ def drag(qtbot, canvas, start: tuple[float, float], end: tuple[float, float]) ->
 
 
 def test_open_folder_lists_images_and_saves_tag_edits(window: MainWindow, project_dir: Path) -> None:
-    assert window.open_folder(project_dir)
-    assert window.image_list.list.count() == 12 and window.current_stem() == "demo_0000"
-    assert window.device_label.text().startswith("Device: ") and window.crf_label.text().startswith("CRF: ")
+    assert window.folders.open_folder(project_dir)
+    assert window.image_list.list.count() == 12 and window.view.stem == "demo_0000"
+    bar = window.status_bar
+    assert bar.device_label.text().startswith("Device: ") and bar.crf_label.text().startswith("CRF: ")
     assert window.canvas.image_size() == (64, 64)
     classes = window.project.class_names
     missing = next(name for name in classes if name not in window.project.tags("demo_0000"))
@@ -120,7 +121,7 @@ def test_open_folder_lists_images_and_saves_tag_edits(window: MainWindow, projec
 
 def test_untagged_images_are_listed_and_tagging_makes_them_samples(window: MainWindow, project_dir: Path) -> None:
     shutil.copy(project_dir / "demo_0001.png", project_dir / "extra.png")
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     assert window.image_list.list.count() == 13
     assert not window.project.entry("extra").tagged
     window.image_list.select_stem("extra")
@@ -132,7 +133,7 @@ def test_untagged_images_are_listed_and_tagging_makes_them_samples(window: MainW
 def test_training_in_a_thread_then_layers_review_order_and_export(
     window: MainWindow, project_dir: Path, qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     panel = window.training_panel
     panel.iters.setValue(4)
     panel.device.setCurrentText("cpu")
@@ -142,22 +143,22 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
     timer.start(20)
     events = []
-    window.trainingEvent.connect(events.append)
+    window.training.event.connect(events.append)
 
     def stop_at_first(event) -> None:  # the first progress event always reaches the GUI (later ones are throttled)
         if event.kind == "progress" and event.iteration == 1:
-            window.stop_training()
+            window.training.stop()
 
-    window.trainingEvent.connect(stop_at_first)
-    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as stopped:
-        window.start_training()
+    window.training.event.connect(stop_at_first)
+    with qtbot.waitSignal(window.training.finished, timeout=300_000) as stopped:
+        window.training.start()
         assert panel.stop_button.isEnabled() and not panel.train_button.isEnabled()
-    window.trainingEvent.disconnect(stop_at_first)
+    window.training.event.disconnect(stop_at_first)
     run = Path(stopped.args[0])
     assert run.parent == project_dir / "runs" and (run / "checkpoint.pt").exists() and not (run / "model.pt").exists()
     assert events[-1].kind == "cancelled" and panel.resume_button.isEnabled()
 
-    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as resumed:
+    with qtbot.waitSignal(window.training.finished, timeout=300_000) as resumed:
         panel.resume_button.click()
     timer.stop()
     assert Path(resumed.args[0]) == run and (run / "model.pt").exists()
@@ -171,10 +172,10 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     assert panel.selected_run() == run
 
     # the run's model is loaded in the background and the current image predicted
-    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: window.project.prediction(window.view.stem) is not None, timeout=120_000)
     assert not window.layers_panel.is_busy()
     window.layers_panel.set_opacity(0.8)
-    window.layers_panel.set_cam_class(window.project.tag_indices(window.current_stem())[0])
+    window.layers_panel.set_cam_class(window.project.tag_indices(window.view.stem)[0])
     canvas = window.canvas
     window.layers_panel.set_layer("image")
     image_only = grab_array(canvas)
@@ -190,8 +191,8 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
 
     # the suggestion is the default layer; "S" copies it into the editable mask (undoable), after which the
     # user's mask replaces it as the overlay
-    prediction = window.project.prediction(window.current_stem())
-    assert set(np.unique(prediction.suggestion)) <= {0, *window.project.tag_indices(window.current_stem())}
+    prediction = window.project.prediction(window.view.stem)
+    assert set(np.unique(prediction.suggestion)) <= {0, *window.project.tag_indices(window.view.stem)}
     doc = canvas.document()
     doc.set_all(np.full(doc.shape, UNSURE, np.uint8))  # a mask that differs from any suggestion
     canvas.setFocus()
@@ -223,7 +224,7 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     questions = Questions(monkeypatch, Button.Yes)
     window.editor.save_current()  # (no unsaved edits left, so the dialog opens without asking)
     qtbot.waitUntil(lambda: not window.inference.refreshing, timeout=300_000)  # the save's refresh ends first
-    dialog = window.show_export_dialog()
+    dialog = window.folders.show_export_dialog()
     out = tmp_path / "export"
     dialog.target.setText(str(out))
     dialog.source.setCurrentIndex(dialog.source.findData("pseudo"))
@@ -245,22 +246,22 @@ def test_training_in_a_thread_then_layers_review_order_and_export(
     # "Update": the run continues briefly on the verified masks, then its model is reloaded
     window.training.update_budget_s = 1.0
     model_time = (run / "model.pt").stat().st_mtime_ns
-    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as updated:
+    with qtbot.waitSignal(window.training.finished, timeout=300_000) as updated:
         panel.update_button.click()
-        assert window.is_training() and panel.stop_button.isEnabled()
+        assert window.training.is_running() and panel.stop_button.isEnabled()
     assert Path(updated.args[0]) == run and (run / "model.pt").stat().st_mtime_ns > model_time
-    assert window.project.prediction(window.current_stem()) is None  # the old predictions are dropped
-    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
+    assert window.project.prediction(window.view.stem) is None  # the old predictions are dropped
+    qtbot.waitUntil(lambda: window.project.prediction(window.view.stem) is not None, timeout=120_000)
 
     # "Update after each save": never two at once, one more is queued
     panel.auto_update.setChecked(True)
     finished: list[str] = []
-    window.trainingFinished.connect(finished.append)
+    window.training.finished.connect(finished.append)
     for row in (10, 20):
         drag(qtbot, canvas, (5, row), (30, row))
         window.editor.save_current()
-        assert window.is_training()
-    qtbot.waitUntil(lambda: len(finished) == 2 and not window.is_training(), timeout=300_000)
+        assert window.training.is_running()
+    qtbot.waitUntil(lambda: len(finished) == 2 and not window.training.is_running(), timeout=300_000)
     assert finished == [str(run), str(run)]
     assert str(window.settings.value("training/autoUpdate")).lower() == "true"
 
@@ -270,7 +271,7 @@ def test_brush_undo_redo_save_and_edits_survive_switching_images(
 ) -> None:
     """Driven with the labelme-style shortcuts: B, F, Ctrl+Z, Ctrl+Shift+Z, D, A, Ctrl+S. The images are not
     verified and there is no model: strokes are corrections, Ctrl+S saves them over background."""
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     canvas, toolbar = window.canvas, window.edit_toolbar
     canvas.setFocus()
     toolbar.set_tool(Tool.FILL)
@@ -296,9 +297,9 @@ def test_brush_undo_redo_save_and_edits_survive_switching_images(
     np.testing.assert_array_equal(load_mask(corrections), painted)
 
     qtbot.keyClick(canvas, Qt.Key.Key_D)
-    assert window.current_stem() == "demo_0001" and (canvas.document().mask == UNSURE).all()
+    assert window.view.stem == "demo_0001" and (canvas.document().mask == UNSURE).all()
     qtbot.keyClick(canvas, Qt.Key.Key_A)
-    assert window.current_stem() == "demo_0000"
+    assert window.view.stem == "demo_0000"
     doc = canvas.document()
     np.testing.assert_array_equal(doc.mask, painted)  # read back from corrections/
 
@@ -330,7 +331,7 @@ def test_brush_undo_redo_save_and_edits_survive_switching_images(
 
     # export of the verified masks needs no model; exporting into verified/ is refused
     qtbot.keyClick(canvas, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
-    dialog = window.export_dialog
+    dialog = window.folders.export_dialog
     assert dialog is not None and dialog.isVisible()
     assert dialog.source.currentData() == "verified"
     dialog.target.setText(str(project_dir / "verified" / "out"))
@@ -349,7 +350,7 @@ def test_bad_image_gets_an_error_badge_and_the_app_keeps_working(
     window: MainWindow, project_dir: Path, qtbot
 ) -> None:
     (project_dir / "demo_0005.png").write_bytes(b"this is not a png")
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     qtbot.waitUntil(lambda: window.project.status("demo_0005") == "error", timeout=30_000)
     window.image_list.select_stem("demo_0005")
     assert window.canvas.image_size() is None and window.canvas.document() is None
@@ -361,44 +362,45 @@ def test_bad_image_gets_an_error_badge_and_the_app_keeps_working(
 def test_training_error_shows_a_dialog_and_the_app_stays_usable(
     window: MainWindow, project_dir: Path, qtbot
 ) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     window.training_panel.set_extra_overrides({**TINY_TRAINING, "model.pretrained": str(project_dir / "missing.pth")})
-    with qtbot.waitSignal(window.trainingFinished, timeout=120_000) as finished:
-        window.start_training()
+    with qtbot.waitSignal(window.training.finished, timeout=120_000) as finished:
+        window.training.start()
     assert finished.args == [""]
-    box = window.error_box
+    box = window.messages.error_box
     assert box is not None and box.isVisible() and "missing.pth" in box.text()
-    assert window.training_panel.train_button.isEnabled() and not window.is_training()
+    assert window.training_panel.train_button.isEnabled() and not window.training.is_running()
     window.menus.next_action.trigger()
-    assert window.current_stem() == "demo_0001"
+    assert window.view.stem == "demo_0001"
 
 
 def test_closing_during_training_asks_then_stops_cleanly(
     window: MainWindow, project_dir: Path, qtbot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     window.training_panel.iters.setValue(1000)
     window.training_panel.device.setCurrentText("cpu")
     window.training_panel.set_extra_overrides(TINY_TRAINING)
-    with qtbot.waitSignal(window.trainingEvent, timeout=120_000, check_params_cb=lambda e: e.kind == "progress"):
-        window.start_training()
+    with qtbot.waitSignal(window.training.event, timeout=120_000, check_params_cb=lambda e: e.kind == "progress"):
+        window.training.start()
     (run,) = (project_dir / "runs").iterdir()
     questions = Questions(monkeypatch, Button.No)
-    assert not window.close() and window.is_training()  # "No": keep training
+    assert not window.close() and window.training.is_running()  # "No": keep training
     questions.answer = Button.Yes
     assert not window.close() and window.isVisible()  # "Yes": close() returns at once, the training still ends
-    assert window.is_training(), "close() waited for the training instead of returning to the event loop"
+    assert window.training.is_running(), "close() waited for the training instead of returning to the event loop"
     assert "Stopping" in window.training_panel.stats.text() and "stopping" in window.statusBar().currentMessage()
     assert not window.training_panel.stop_button.isEnabled()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=300_000)  # closed once the iteration ended
-    assert not window.is_training() and len(questions.asked) == 2 and "Training is running" in questions.asked[0]
+    assert not window.training.is_running()
+    assert len(questions.asked) == 2 and "Training is running" in questions.asked[0]
     assert (run / "checkpoint.pt").exists() and not (run / "model.pt").exists()
 
 
 def test_close_asks_about_unsaved_edits_and_settings_are_remembered(
     window: MainWindow, project_dir: Path, qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     window.edit_toolbar.set_tool(Tool.BRUSH)
     drag(qtbot, window.canvas, (5, 5), (20, 20))  # a correction, saved at once
     assert window.editor.save_current()  # now a verified mask: its edits wait for Ctrl+S
@@ -422,7 +424,7 @@ def test_close_asks_about_unsaved_edits_and_settings_are_remembered(
 def test_window_fits_a_1366x768_screen_and_opens_within_the_screen(
     window: MainWindow, project_dir: Path, qtbot, tmp_path: Path
 ) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     hint = window.minimumSizeHint()
     assert hint.width() <= 1000 and hint.height() <= 620, hint
     window.resize(1366, 768)
@@ -441,9 +443,9 @@ def test_window_fits_a_1366x768_screen_and_opens_within_the_screen(
 
 
 def test_help_menu_lists_every_shortcut_once_and_explains_the_layers(window: MainWindow, project_dir: Path) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     window.menus.shortcuts_action.trigger()
-    dialog = window.help_dialog
+    dialog = window.menus.help_dialog
     assert dialog is not None and dialog.isVisible() and dialog.tabs.currentIndex() == 0
     table = dialog.shortcuts
     rows = {table.item(r, 1).text(): table.item(r, 0).text() for r in range(table.rowCount())}
@@ -468,7 +470,7 @@ def test_tags_ticked_first_undoable_and_images_listed_by_file_name(
     nested = project_dir / "images" / "a_very_long_folder_name_that_would_fill_the_row"
     nested.mkdir(parents=True)
     shutil.copy(project_dir / "demo_0001.png", nested / "street_scene_0042.png")
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     entry = window.image_list.entry("street_scene_0042")
     item = window.image_list._items["street_scene_0042"]
     assert item.text().startswith("street_scene_0042.png") and "a_very_long_folder" not in item.text()
@@ -501,8 +503,8 @@ def test_relaunch_prefers_a_finished_run_and_keeps_the_iterations(
     aborted.mkdir()
     (finished / "model.pt").write_bytes(b"not a real model")  # loading fails and is reported; the choice is tested
     (aborted / "checkpoint.pt").write_bytes(b"an aborted 1-iteration run")
-    window.open_folder(project_dir)
-    window.settings.setValue(window._run_key(), aborted.name)  # the last session ended on the aborted run
+    window.folders.open_folder(project_dir)
+    window.settings.setValue(window.runs._run_key(), aborted.name)  # the last session ended on the aborted run
     window.training_panel.iters.setValue(1234)
     window.training_panel.plot.add_point(1, {"total": 1.0})
     window.close()
@@ -510,7 +512,7 @@ def test_relaunch_prefers_a_finished_run_and_keeps_the_iterations(
     again = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(again)
     assert again.training_panel.iters.value() == 1234
-    again.open_folder(project_dir)
+    again.folders.open_folder(project_dir)
     assert again.training_panel.selected_run() == finished
     assert again.training_panel.plot.series() == {}
     again.close()
@@ -519,13 +521,13 @@ def test_relaunch_prefers_a_finished_run_and_keeps_the_iterations(
 def test_opening_another_folder_resets_the_training_panel(
     window: MainWindow, project_dir: Path, demo_folder: Path, tmp_path: Path
 ) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     panel = window.training_panel
     panel.show_event(TrainEvent("start", 0, 10))
     panel.show_event(TrainEvent("progress", 5, 10, {"total": 1.5}, 0.01, 4.0, 75.0))
     assert panel.plot.series() and panel.progress.value() == 5
     other = Path(shutil.copytree(demo_folder, tmp_path / "other"))
-    window.open_folder(other)
+    window.folders.open_folder(other)
     assert panel.plot.series() == {} and panel.progress.value() == 0 and panel.stats.text() == "Not training"
     assert panel.selected_run() is None
 
@@ -533,21 +535,21 @@ def test_opening_another_folder_resets_the_training_panel(
 def test_fast_mode_run_predicts_from_its_feature_cache_and_updates(
     window: MainWindow, project_dir: Path, qtbot
 ) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     panel = window.training_panel
     panel.iters.setValue(2)
     panel.device.setCurrentText("cpu")
     panel.set_extra_overrides({**TINY_TRAINING, "train.freeze_backbone": True})
-    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as trained:
-        window.start_training()
+    with qtbot.waitSignal(window.training.finished, timeout=300_000) as trained:
+        window.training.start()
     run = Path(trained.args[0])
     assert (run / "model.pt").exists()
-    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
-    prediction = window.project.prediction(window.current_stem())
+    qtbot.waitUntil(lambda: window.project.prediction(window.view.stem) is not None, timeout=120_000)
+    prediction = window.project.prediction(window.view.stem)
     height, width = window.canvas.image_size()  # the demo images are under the working size: only enlarged 1.5x
     assert prediction.suggestion.shape == (round(1.5 * height), round(1.5 * width))
     window.training.update_budget_s = 0.5
-    with qtbot.waitSignal(window.trainingFinished, timeout=300_000) as updated:
+    with qtbot.waitSignal(window.training.finished, timeout=300_000) as updated:
         window.menus.update_action.trigger()
     assert updated.args == [str(run)]
-    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: window.project.prediction(window.view.stem) is not None, timeout=120_000)

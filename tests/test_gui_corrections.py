@@ -64,13 +64,13 @@ def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MainWindow
 
 
 def open_and_predict(qtbot, window: MainWindow, root: Path) -> None:
-    assert window.open_folder(root)
-    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
+    assert window.folders.open_folder(root)
+    qtbot.waitUntil(lambda: window.project.prediction(window.view.stem) is not None, timeout=120_000)
 
 
 def shown_suggestion(window: MainWindow) -> np.ndarray:
     """The current prediction's suggestion at the image's size."""
-    return resize_to(window.project.prediction(window.current_stem()).suggestion, window.canvas.document().shape,
+    return resize_to(window.project.prediction(window.view.stem).suggestion, window.canvas.document().shape,
                      nearest=True)
 
 
@@ -78,7 +78,7 @@ def test_a_stroke_is_saved_as_a_correction_lifts_the_suggestion_and_survives_a_r
     window: MainWindow, project_dir: Path, qtbot, tmp_path: Path
 ) -> None:
     open_and_predict(qtbot, window, project_dir)
-    stem, canvas, toolbar = window.current_stem(), window.canvas, window.edit_toolbar
+    stem, canvas, toolbar = window.view.stem, window.canvas, window.edit_toolbar
     doc = canvas.document()
     assert doc.sparse and (doc.mask == UNSURE).all()
     before = shown_suggestion(window)
@@ -121,7 +121,7 @@ def test_a_stroke_is_saved_as_a_correction_lifts_the_suggestion_and_survives_a_r
     again = new_window(qtbot, tmp_path / "settings.ini")
     try:
         open_and_predict(qtbot, again, project_dir)
-        assert again.current_stem() == stem
+        assert again.view.stem == stem
         reopened = again.canvas.document()
         assert reopened.sparse
         np.testing.assert_array_equal(reopened.mask, saved)
@@ -137,7 +137,7 @@ def test_ctrl_s_saves_the_suggestion_with_the_strokes_as_the_verified_mask(
     window: MainWindow, project_dir: Path, qtbot
 ) -> None:
     open_and_predict(qtbot, window, project_dir)
-    stem, canvas, toolbar = window.current_stem(), window.canvas, window.edit_toolbar
+    stem, canvas, toolbar = window.view.stem, window.canvas, window.edit_toolbar
     toolbar.set_tool(Tool.ERASER)  # the eraser labels background
     toolbar.set_radius(2)
     with qtbot.waitSignal(window.inference.refreshFinished, timeout=120_000):
@@ -159,7 +159,7 @@ def test_ctrl_s_saves_the_suggestion_with_the_strokes_as_the_verified_mask(
 
     # S on the next image (not verified) accepts the suggestion as a full mask, undoably
     qtbot.keyClick(canvas, Qt.Key.Key_D)
-    qtbot.waitUntil(lambda: window.project.prediction(window.current_stem()) is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: window.project.prediction(window.view.stem) is not None, timeout=120_000)
     nxt = canvas.document()
     assert nxt.sparse
     qtbot.keyClick(canvas, Qt.Key.Key_S)
@@ -173,8 +173,8 @@ def test_a_corrections_file_changed_on_disk_is_never_overwritten_silently(
     window: MainWindow, project_dir: Path, qtbot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.rmtree(project_dir / "runs")  # no model needed: corrections are saved without one
-    assert window.open_folder(project_dir)
-    stem, canvas = window.current_stem(), window.canvas
+    assert window.folders.open_folder(project_dir)
+    stem, canvas = window.view.stem, window.canvas
     window.edit_toolbar.set_class(window.project.tag_indices(stem)[0])
     drag(qtbot, canvas, (5, 5), (20, 5))
     path = corrections_path(project_dir, stem)

@@ -76,23 +76,23 @@ def other_session(project_dir: Path):
 
 def test_a_folder_another_session_writes_is_offered_read_only(window, project_dir, other_session, monkeypatch):
     answers = Answers(monkeypatch, Button.Cancel)
-    assert not window.open_folder(project_dir)
+    assert not window.folders.open_folder(project_dir)
     assert f"pid {other_session.pid}" in answers.asked[0] and "read-only" in answers.asked[0]
     assert not window.project.is_open()
 
     answers = Answers(monkeypatch, Button.Open)
-    assert window.open_folder(project_dir)
+    assert window.folders.open_folder(project_dir)
     assert window.project.read_only and window.windowTitle().endswith("(read-only)")
     before = (project_dir / "tags.csv").read_bytes()
     missing = next(c for c in window.project.class_names if c not in window.project.tags("demo_0000"))
     window.tags_panel.set_tag_checked(missing, True)
     assert (project_dir / "tags.csv").read_bytes() == before and missing not in window.tags_panel.tags()
-    assert "read-only" in window.error_box.text()
+    assert "read-only" in window.messages.error_box.text()
     window.canvas.document().mask[:4, :4] = 1
     window.canvas.document().dirty = True
     assert not window.editor.save("demo_0000") and not (project_dir / "verified").exists()
     window.training.start()
-    assert not window.is_training() and "read-only" in window.error_box.text()
+    assert not window.training.is_running() and "read-only" in window.messages.error_box.text()
     window.project.discard_document("demo_0000")
 
 
@@ -101,12 +101,12 @@ def test_a_killed_sessions_lock_does_not_lock_the_folder_out(window, project_dir
     other_session.wait()
     assert (project_dir / LOCK_FILE).exists()
     answers = Answers(monkeypatch, Button.Cancel)
-    assert window.open_folder(project_dir) and not window.project.read_only and answers.asked == []
+    assert window.folders.open_folder(project_dir) and not window.project.read_only and answers.asked == []
 
 
 @pytest.mark.parametrize("answer", [Button.Yes, Button.No])
 def test_tags_changed_on_disk_are_reloaded_or_replaced_as_the_user_chooses(window, project_dir, monkeypatch, answer):
-    assert window.open_folder(project_dir) and window.current_stem() == "demo_0000"
+    assert window.folders.open_folder(project_dir) and window.view.stem == "demo_0000"
     mine = window.project.tags("demo_0001")
     theirs = "star" if "star" not in mine else "ring"
     edit_by_hand(project_dir, "demo_0001.png", theirs)
@@ -134,10 +134,11 @@ def test_an_update_of_a_run_another_process_writes_fails_with_who_holds_it(windo
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "open"
-        assert window.open_folder(project_dir) and window.training_panel.selected_run() == run
+        assert window.folders.open_folder(project_dir) and window.training_panel.selected_run() == run
         window.training.request_update()
-        qtbot.waitUntil(lambda: not window.is_training(), timeout=120_000)
-        assert "in use by oste update" in window.error_box.text() and f"pid {holder.pid}" in window.error_box.text()
+        qtbot.waitUntil(lambda: not window.training.is_running(), timeout=120_000)
+        text = window.messages.error_box.text()
+        assert "in use by oste update" in text and f"pid {holder.pid}" in text
         assert (run / "model.pt").read_bytes() == b"the run being updated by oste update"
     finally:
         holder.kill()

@@ -62,7 +62,7 @@ def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MainWindow
 
 
 def test_images_not_tagged_yet_are_told_apart_and_filtered(window: MainWindow, project_dir: Path) -> None:
-    assert window.open_folder(project_dir)
+    assert window.folders.open_folder(project_dir)
     listed = window.image_list
     assert "3 not tagged yet" in listed.counts.text()
     assert listed.list.findItems("demo_0009.png  (not tagged yet)", Qt.MatchFlag.MatchStartsWith)
@@ -73,7 +73,7 @@ def test_images_not_tagged_yet_are_told_apart_and_filtered(window: MainWindow, p
 
 
 def test_t_accepts_and_r_rejects_the_shown_suggestion(window: MainWindow, project_dir: Path) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     window.suggested_tags.load(str(project_dir / "runs" / "run-1"))
     window.image_list.select_stem("demo_0009")
     panel = window.tags_panel
@@ -93,7 +93,7 @@ def test_t_accepts_and_r_rejects_the_shown_suggestion(window: MainWindow, projec
 
 def test_accept_suggested_tags_tags_the_sure_images_and_review_puts_the_unsure_first(
         window: MainWindow, project_dir: Path) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     window.suggested_tags.load(str(project_dir / "runs" / "run-1"))
     window.suggested_tags.review()
     assert window.image_list.visible_stems()[0] == "demo_0010"  # the circle at 0.6: the most uncertain
@@ -112,7 +112,7 @@ def test_accept_suggested_tags_tags_the_sure_images_and_review_puts_the_unsure_f
 
 def test_the_imagenet_list_of_a_class_is_searchable_and_saves_priors_yaml(window: MainWindow, project_dir: Path,
                                                                          qtbot) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     (project_dir / "priors.yaml").unlink()
     window.tags_panel._list.setCurrentRow(0)
     name = window.tags_panel._list.currentItem().text()
@@ -132,7 +132,7 @@ def test_the_imagenet_list_of_a_class_is_searchable_and_saves_priors_yaml(window
 
 def test_ticking_a_class_of_an_image_with_a_suggestion_tags_it_and_hides_the_suggestion(
         window: MainWindow, project_dir: Path, qtbot) -> None:
-    window.open_folder(project_dir)
+    window.folders.open_folder(project_dir)
     window.suggested_tags.load(str(project_dir / "runs" / "run-1"))
     window.image_list.select_stem("demo_0011")
     assert window.tags_panel.accept_button.isVisible() and window.tags_panel.suggested() == []
