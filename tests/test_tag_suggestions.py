@@ -77,6 +77,8 @@ def test_a_training_suggests_the_tags_of_the_untagged_images_and_they_read_back_
         assert [t.probability for t in tags] == sorted((t.probability for t in tags), reverse=True)
         votes = {t.name: t.imagenet for t in tags}
         assert votes["car"] is not None and votes["dog"] is not None and votes["triangle"] is None
+        for tag in tags:  # either vote can say the class is there
+            assert tag.probability == (tag.classifier if tag.imagenet is None else max(tag.classifier, tag.imagenet))
     suggester = TagSuggester.from_run(run)
     rel = folder.untagged[0]
     fresh = suggester.suggest(half_tagged / rel)

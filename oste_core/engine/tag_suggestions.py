@@ -3,7 +3,9 @@
 Every class gets a probability per image: the run's image classifier (the sigmoid of the CAM head's
 pooled logits, on the features the run trained on: the fast mode's working size), and for a class with an
 ImageNet prior (``imagenet_prior.py``) also the frozen backbone's ImageNet classifier: its softmax on the
-pooled last stage, summed over the class's ImageNet classes. The two are averaged (`combine`). A class at
+pooled last stage, summed over the class's ImageNet classes. Either one can say a class is there (`combine`
+takes the larger): ImageNet misses classes whose photos it knows under other names, and the folder's
+classifier misses classes with few tagged photos (docs/EXPERIMENTS.md, 2026-12-04). A class at
 ``DEFAULT_THRESHOLD`` or above is suggested. `accept` turns sure suggestions into tags: an image is tagged
 with its classes at ``threshold`` or above only if every other class is at ``1 - threshold`` or below; the
 others are left for review, most uncertain first (`uncertainty`).
@@ -43,8 +45,8 @@ class SuggestedTag:
 
 
 def combine(classifier: float, imagenet: float | None) -> float:
-    """The suggested probability: the classifier's, averaged with the ImageNet vote where there is one."""
-    return classifier if imagenet is None else 0.5 * (classifier + imagenet)
+    """The suggested probability: the classifier's, or the ImageNet vote where there is one and it is higher."""
+    return classifier if imagenet is None else max(classifier, imagenet)
 
 
 def uncertainty(tags: list[SuggestedTag]) -> float:
