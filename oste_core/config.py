@@ -41,7 +41,7 @@ class ModelConfig:
     crf_backend: str = "auto"  # "pydensecrf", "torch", or "auto"
     crf_iters: int = 10
     seg_head_dim: int = 128
-    suggestion_seg_weight: float = 0.5  # full-mask suggestion: seg probabilities vs FBE scores (suggestion.py)
+    suggestion_seg_weight: float = 0.5  # full-mask suggestion: seg probabilities vs FBE scores (suggest/recipe.py)
     suggestion_gamma: float = 2.0  # the suggestion's background power (Eq 10's gamma; FBE's seeds keep `gamma`)
     suggestion_crf_sxy: float = 0.125  # the suggestion CRF's bilateral width, a fraction of the longest side
     suggestion_crf_srgb: float = 8.0  # the suggestion CRF's colour width (FBE's Eq 11 CRF keeps psa's 80 px / 13)
@@ -92,7 +92,7 @@ class TrainConfig:
     fast_max_side: int = 320  # fast mode: longest side of the images the cached features are computed at
     # fast mode: predictions (CAMs, pseudo-labels, the suggestion) are made on the working-size image enlarged by
     # this factor (features cached in features/x<scale>/): the classifier trained at the working size localises
-    # better there (mix/ suggestion 58.6 -> 63.0, about 3x the time; docs/BENCHMARKS.md)
+    # better there, for about three times the prediction time (docs/BENCHMARKS.md)
     fast_predict_scale: float = 1.5
     # fast mode: cap on <run>/features/ in MB; past it the least recently used files are deleted (prediction-scale
     # ones first) and recomputed when needed. 0 = 4 MB per image of the folder (feature_cache.py), < 0 = no cap
@@ -159,10 +159,9 @@ CPU_PRESET: dict[str, Any] = {
     # classifier-only warm-up iterations, then 60 with FBE pseudo-labels, MAF, the segmentation head and the
     # energy loss (on a 1/8 grid); AdamW on the heads. Every module is on, but LEM without Eq 16: on frozen
     # features only the 1x1 CAM classifier can move, and Eq 16's L1 between its tile and image maps made the CAM
-    # worse (mix: CAM mIoU 32.5 with Eq 16, 39.3 without; suggestion 62.0 / 61.5 with it, 65.1 / 64.8
-    # without, against 64.3 / 62.4 with LEM off; seeds 0 / 1). The suggestion takes the enhanced CAM with the
-    # class priors (co-localisation map, ImageNet prior, pixel probe) and the CRF, not the segmentation branch:
-    # at this budget that lowered its mIoU.
+    # and the suggestion worse (docs/BENCHMARKS.md). The suggestion takes the enhanced CAM with the class priors
+    # (co-localisation map, ImageNet prior, pixel probe) and the CRF, not the segmentation branch: at this
+    # budget that lowered its mIoU.
     "train.freeze_backbone": True, "model.use_lem": True, "loss.w_mae": 0.0, "train.iters": 360,
     "loss.seg_warmup_iters": 300, "train.batch": 8,
     "train.optimizer": "adamw", "train.lr": 1e-4, "loss.energy_scale": 0.125, "model.suggestion_seg_weight": 0.0,
