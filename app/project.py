@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QStandardPaths, Signal
 
-from oste_core.data import LabelledFolder, Sample, open_folder, write_demo_data
-from oste_core.data.folder import CORRECTIONS_DIR, VERIFIED_DIR, detect_layout
+from oste_core.data import LabelledFolder, Sample, detect_layout, open_folder, write_demo_data
+from oste_core.data.folder import CORRECTIONS_DIR, VERIFIED_DIR
 from oste_core.editing import MaskDocument, open_document, verified_path
 from oste_core.engine.predictor import Prediction
 from oste_core.engine.run_folder import RunFolder

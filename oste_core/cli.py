@@ -10,9 +10,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oste_core import cli_tags
 from oste_core.engine.progress import format_seconds
+
+if TYPE_CHECKING:  # the commands import what they run when they run (a fast start)
+    from oste_core.config import OSTEConfig
+    from oste_core.data import Sample
+    from oste_core.engine.events import TrainEvent
+    from oste_core.engine.predictor import Prediction
 
 EXAMPLES = """examples:
   oste demo-data demo --n 200 --size 128 --seed 0
@@ -127,7 +134,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace) -> OSTEConfig:
     """The training config: a saved one (--config), else the default for the device and the mode (the fast mode
     on every device, unless --full or --paper), then --iters/--batch/... and --set."""
     from oste_core.config import OSTEConfig, apply_overrides, default_config
@@ -150,7 +157,7 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
-def train_with_progress(cfg, data: Path, out: Path, resume: bool = False, update_s: float | None = None) -> Path:
+def train_with_progress(cfg: OSTEConfig, data: Path, out: Path, resume: bool = False, update_s: float | None = None) -> Path:
     """Run the Trainer (or, with ``update_s``, its update) showing the job's phase, done / total and ETA (a tqdm bar
     in a terminal, else a line at least every 10 s: ``cli_progress.py``); Ctrl+C stops cleanly with a checkpoint."""
     from oste_core.cli_progress import ProgressPrinter
@@ -158,7 +165,7 @@ def train_with_progress(cfg, data: Path, out: Path, resume: bool = False, update
 
     printer = ProgressPrinter(sys.stdout)
 
-    def on_event(event) -> None:
+    def on_event(event: TrainEvent) -> None:
         if event.kind in ("start", "log", "checkpoint", "cancelled", "done"):
             if event.kind == "done" and event.timings:
                 total = sum(event.timings.values()) or 1.0
@@ -316,7 +323,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     cams: list[Path] = []
     print(f"exporting {len(folder.samples)} image(s) to {args.out}", flush=True)
 
-    def write_cams(sample, prediction) -> None:
+    def write_cams(sample: Sample, prediction: Prediction) -> None:
         cams.extend(_write_cams(args.out, sample, prediction, predictor.class_names,
                                 load_image(sample.image_path, max_side=predictor.max_side)))
 

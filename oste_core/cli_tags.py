@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oste_core.data import LabelledFolder
 
 TAGS_EXAMPLES = """examples:
   oste tags runs/demo demo --suggest                      # print the suggested tags of the untagged images
@@ -30,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
 
 
-def run_suggestions(run: Path, folder, device: str) -> dict:
+def run_suggestions(run: Path, folder: LabelledFolder, device: str) -> dict:
     """The run's suggestions for the folder's untagged images: its ``suggested_tags.csv`` where that is newer
     than the weights and covers them, else made now (and written there)."""
     from oste_core.engine.run_folder import RunFolder

@@ -41,7 +41,7 @@ class ModelConfig:
     crf_backend: str = "auto"  # "pydensecrf", "torch", or "auto"
     crf_iters: int = 10
     seg_head_dim: int = 128
-    suggestion_seg_weight: float = 0.5  # full-mask suggestion: seg probabilities vs FBE scores (suggestion.py)
+    suggestion_seg_weight: float = 0.5  # full-mask suggestion: seg probabilities vs FBE scores (suggest/recipe.py)
     suggestion_gamma: float = 2.0  # the suggestion's background power (Eq 10's gamma; FBE's seeds keep `gamma`)
     suggestion_crf_sxy: float = 0.125  # the suggestion CRF's bilateral width, a fraction of the longest side
     suggestion_crf_srgb: float = 8.0  # the suggestion CRF's colour width (FBE's Eq 11 CRF keeps psa's 80 px / 13)
@@ -92,7 +92,7 @@ class TrainConfig:
     fast_max_side: int = 320  # fast mode: longest side of the images the cached features are computed at
     # fast mode: predictions (CAMs, pseudo-labels, the suggestion) are made on the working-size image enlarged by
     # this factor (features cached in features/x<scale>/): the classifier trained at the working size localises
-    # better there (mix/ suggestion 58.6 -> 63.0, about 3x the time; docs/BENCHMARKS.md)
+    # better there, for about three times the prediction time (docs/BENCHMARKS.md)
     fast_predict_scale: float = 1.5
     # fast mode: cap on <run>/features/ in MB; past it the least recently used files are deleted (prediction-scale
     # ones first) and recomputed when needed. 0 = 4 MB per image of the folder (feature_cache.py), < 0 = no cap

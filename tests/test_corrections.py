@@ -18,7 +18,7 @@ from oste_core.engine.trainer import Trainer
 from oste_core.export import export_folder
 from oste_core.labels import UNSURE
 from oste_core.models.modules.crf import make_crf
-from oste_core.models.modules.suggestion import make_suggestion
+from oste_core.suggest.recipe import make_suggestion
 from oste_core.suggest.corrections import corrections_path, load_corrections, save_corrections
 from oste_core.suggest.refresh import refresh_order, refresh_suggestions
 from oste_core.suggest.seeds import labels_on_grid, seed_hints
@@ -85,7 +85,7 @@ def test_a_refit_with_verified_and_stroked_pixels_changes_the_other_suggestions(
     folder = open_folder(data)
     predictor = Predictor.from_run(run, device="cpu")
     before = {s.stem: predictor.predict_sample(folder, s).suggestion for s in folder.samples}
-    probe_before = predictor.pixel_probe.weight.clone()
+    probe_before = predictor.priors.pixel_probe.weight.clone()
     verified, stroked = folder.samples[0], folder.samples[1]
     (data / "verified").mkdir(exist_ok=True)
     shutil.copyfile(verified.gt_mask, folder.verified_path(verified))
@@ -99,7 +99,7 @@ def test_a_refit_with_verified_and_stroked_pixels_changes_the_other_suggestions(
                                  on_prediction=lambda stem, _: changed.append(stem))
     assert report.refit and report.refreshed == len(folder.samples) and not report.cancelled
     assert changed[0] == folder.samples[3].stem
-    assert not torch.equal(predictor.pixel_probe.weight, probe_before)
+    assert not torch.equal(predictor.priors.pixel_probe.weight, probe_before)
     stems = predictor.teaching.user_stems
     assert stems == sorted([verified.stem, stroked.stem])
     after = {s.stem: predictor.predict_sample(folder, s).suggestion for s in folder.samples}
@@ -112,7 +112,7 @@ def test_a_refit_with_verified_and_stroked_pixels_changes_the_other_suggestions(
     # removing the corrections and the verified mask brings the trained classifier back
     save_corrections(data, stroked.stem, np.full(truth.shape, UNSURE, np.uint8))
     folder.verified_path(verified).unlink()
-    assert predictor.learn_from_user(open_folder(data)) and torch.equal(predictor.pixel_probe.weight, probe_before)
+    assert predictor.learn_from_user(open_folder(data)) and torch.equal(predictor.priors.pixel_probe.weight, probe_before)
 
 
 def _fit(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -98,19 +98,19 @@ def test_verified_masks_replace_pseudo_labels(demo_folder, tmp_path):
     assert folder.samples[0].verified_mask is not None
 
     seen = []
-    import oste_core.engine.trainer as trainer_module
+    import oste_core.engine.steps as steps_module
 
-    real = trainer_module.compute_losses
+    real = steps_module.compute_losses
 
     def spy(out, batch, pseudo, cfg, iteration):
         seen.append((batch["has_mask"].clone(), batch["mask"].clone(), pseudo.clone()))
         return real(out, batch, pseudo, cfg, iteration)
 
-    trainer_module.compute_losses = spy
+    steps_module.compute_losses = spy
     try:
         _train(tiny_config(**{"train.iters": 12}), data, tmp_path / "run")
     finally:
-        trainer_module.compute_losses = real
+        steps_module.compute_losses = real
     hits = [(m, p) for has, mask, p in seen for h, m, p in zip(has, mask, p) if h]
     assert hits, "the verified image was never sampled"
     for mask, pseudo in hits:

@@ -18,7 +18,7 @@ from oste_core.engine.feature_cache import CACHE_DIR, SUFFIX
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.trainer import Trainer
 from oste_core.models.modules.crf import make_crf
-from oste_core.models.modules.suggestion import make_suggestion
+from oste_core.suggest.recipe import make_suggestion
 from oste_core.suggest.fitting import fit_pixel_probe
 
 
@@ -56,7 +56,7 @@ def test_fast_mode_caches_each_image_once_and_trains_only_the_heads(own_folder, 
     colocalisation = state["colocalisation"]  # fitted on the cached features at the end of training
     assert set(colocalisation["classes"]) == tagged
     assert colocalisation["directions"].shape == (len(tagged), colocalisation["means"].shape[1])
-    assert Predictor.from_run(run).colocalisation.classes == sorted(tagged)
+    assert Predictor.from_run(run).priors.colocalisation.classes == sorted(tagged)
     # the backbone is the ImageNet one: the same weights before and after training
     from oste_core.models.backbones import build_backbone
 
@@ -264,7 +264,7 @@ def test_a_run_of_imagenet_classes_saves_their_prior_and_the_suggestion_uses_it(
     prior = torch.load(run / "model.pt", weights_only=False)["imagenet_prior"]
     assert sorted(prior["classes"]) == [1, 2] and prior["weight"].shape == (1000, 1280)
     predictor = Predictor.from_run(run)
-    assert sorted(predictor.imagenet_prior.classes) == [1, 2]
+    assert sorted(predictor.priors.imagenet_prior.classes) == [1, 2]
     folder = open_folder(own_folder)
     sample = next(s for s in folder.samples if 1 in folder.tag_indices(s) or 2 in folder.tag_indices(s))
     with_prior, without_prior = _with_and_without(predictor, folder, sample, "imagenet_prior_weight")
@@ -287,7 +287,7 @@ def test_the_pixel_probe_is_taught_by_the_suggestions_and_verified_masks_teach_i
     probe_events = [e for e in events if e.kind == "probe"]
     assert probe_events and probe_events[-1].iteration == probe_events[-1].total == len(folder.samples)
     predictor = Predictor.from_run(run)
-    assert predictor.pixel_probe is not None
+    assert predictor.priors.pixel_probe is not None
     sample = folder.samples[0]
     tags = folder.tag_indices(sample)
     prediction = predictor.predict_sample(folder, sample)
@@ -366,7 +366,7 @@ def test_a_fast_run_asked_for_the_maf_refinement_saves_it_and_the_suggestion_rea
     affinity_events = [e for e in events if e.kind == "affinity"]
     assert affinity_events and affinity_events[-1].iteration == affinity_events[-1].total
     predictor = Predictor.from_run(run)
-    assert predictor.maf_refinement is not None
+    assert predictor.priors.maf_refinement is not None
     folder = open_folder(own_folder)
     refined, plain = _with_and_without(predictor, folder, folder.samples[0], "suggestion_maf_weight")
     assert not np.array_equal(refined.suggestion_confidence, plain.suggestion_confidence)
@@ -382,4 +382,4 @@ def test_a_fast_run_has_no_maf_refinement_by_default_or_without_maf(own_folder, 
     run = tmp_path / "run"
     Trainer(fast_config(**{"train.iters": 2, **overrides}), own_folder, run).run()
     assert "maf_refinement" not in torch.load(run / "model.pt", weights_only=False)
-    assert Predictor.from_run(run).maf_refinement is None
+    assert Predictor.from_run(run).priors.maf_refinement is None

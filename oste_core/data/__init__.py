@@ -1,17 +1,9 @@
 """Labelled folders, robust image loading, the training dataset and the synthetic demo data."""
 from oste_core.data.image_io import IMAGE_EXTENSIONS, ImageLoadError, check_image, image_size, load_image, load_mask
-from oste_core.data.folder import (
-    VOC_CLASSES,
-    FolderError,
-    LabelledFolder,
-    Problem,
-    Sample,
-    detect_layout,
-    open_folder,
-    stem_for,
-    summarise_problems,
-    validate_images,
-)
+from oste_core.data.problems import FolderError, Problem, summarise_problems
+from oste_core.data.folder import LabelledFolder, Sample, stem_for, validate_images
+from oste_core.data.layouts import detect_layout, open_folder
+from oste_core.data.layouts.voc import VOC_CLASSES
 from oste_core.data.dataset import TrainDataset, seed_worker
 
 # imported last: it uses oste_core.export, which imports the modules above

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oste_core.data.folder import FolderError, LabelledFolder, Sample
+from oste_core.data.folder import LabelledFolder, Sample
 from oste_core.data.image_io import ImageLoadError, load_image, load_mask
+from oste_core.data.problems import FolderError
 from oste_core.labels import clean_labels, tags_multi_hot
 
 log = logging.getLogger(__name__)

@@ -1,28 +1,13 @@
-"""Labelled folders: layout detection and parsing.
+"""A labelled folder as every layout gives it (`LabelledFolder`, `Sample`) and the files beside its images.
 
-`open_folder(root, split=None)` recognises three layouts:
-
-* **native**: images in any subfolders plus ``tags.csv`` (columns ``image,tags``; ``image`` is
-  the path relative to the folder with '/' separators, ``tags`` are class names separated by
-  ';'; empty tags = an image showing background only, ``?`` = not tagged yet) and an optional
-  ``classes.txt`` (one class per line, line order = label index 1..K; without it the classes are
-  the sorted unique tags).
-  Images that have no row in ``tags.csv`` or the tags ``?`` are "not tagged yet": listed in
-  ``LabelledFolder.untagged``, not used for training (``oste tags --suggest`` suggests their tags);
-  `LabelledFolder.set_tags` turns them into samples; `LabelledFolder.save_tags` writes them as ``?``.
-* **voc** (PASCAL VOC): ``JPEGImages/``, ``Annotations/*.xml`` (the object names become the tags),
-  ``ImageSets/Segmentation/<split>.txt`` splits (``split``; default: every image with an
-  annotation) and ``SegmentationClass/<id>.png`` as ground truth (palette index = class index).
-  The classes are the 20 VOC classes in the standard order whenever every name is a VOC class,
-  so the ground-truth indices match; otherwise the sorted names (add a ``classes.txt`` to fix
-  the order). Stems are the VOC image ids.
-* **subfolders**: one subfolder per class, images directly inside, one tag per image.
-
-For every layout ``classes.txt`` wins when present, and once ``tags.csv`` exists (written by
-`LabelledFolder.save_tags`, which also writes ``classes.txt``) it is the source of the tags.
-Optional ``masks/<stem>.png`` are ground-truth masks (evaluation) and ``verified/<stem>.png`` the
-masks a user verified in the editor, ``corrections/<stem>.png`` their sparse corrections (255 = no
-label). The folders ``masks``, ``verified``, ``corrections``, ``runs``, ``exports`` and any folder whose name starts with '.' are never scanned for images.
+The layouts and how each is read: ``oste_core/data/layouts``. For every layout ``classes.txt`` (one class
+per line, line order = label index 1..K) wins when present, and once ``tags.csv`` exists (written by
+`LabelledFolder.save_tags`, which also writes ``classes.txt``) it is the source of the tags: columns
+``image,tags``, ``image`` the path relative to the folder with '/' separators, ``tags`` class names separated
+by ';'; empty tags = an image showing background only, ``?`` = not tagged yet. Optional ``masks/<stem>.png``
+are ground-truth masks (evaluation) and ``verified/<stem>.png`` the masks a user verified in the editor,
+``corrections/<stem>.png`` their sparse corrections (255 = no label). The folders ``masks``, ``verified``,
+``corrections``, ``runs``, ``exports`` and any folder whose name starts with '.' are never scanned for images.
 
 Stems are unique per folder and name the mask files. An image's stem is its file name without
 the extension (``images/a/img.jpg`` -> ``img``), at any depth, so the common ``images/`` +
@@ -34,22 +19,22 @@ both exist); new verified masks are written under the stem.
 
 Problems that do not stop the folder from being used (an unreadable annotation, a row naming a
 missing image, colliding stems, a ``masks/`` folder that matches no image) are collected in
-``LabelledFolder.problems`` as ``"path: reason"`` lines (`Problem`, which also carries a kind);
-`validate_images` adds undecodable images there. Problems that make the folder unusable raise
-`FolderError`.
+``LabelledFolder.problems`` as ``"path: reason"`` lines (``problems.py``); `validate_images` adds undecodable
+images there. Problems that make the folder unusable raise `FolderError`.
 """
 from __future__ import annotations
 
 import csv
 import io
 import os
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
-from oste_core.data.image_io import ImageLoadError, check_image, is_image_file, load_mask
+from oste_core.data.image_io import ImageLoadError, check_image, load_mask
+from oste_core.data.problems import (BAD_ROW, DUPLICATE_ROW, STEM_COLLISION, UNMATCHED_MASKS, UNREADABLE_IMAGE,
+                                     UNREADABLE_MASK, FolderError, Problem)
 from oste_core.utils.io import atomic_write_text
 
 TAGS_FILE = "tags.csv"
@@ -60,63 +45,6 @@ VERIFIED_DIR = "verified"
 CORRECTIONS_DIR = "corrections"  # sparse corrections: oste_core/suggest/corrections.py
 NEVER_SCANNED = frozenset({MASKS_DIR, VERIFIED_DIR, CORRECTIONS_DIR, "runs", "exports"})
 RESERVED_CLASS_NAMES = frozenset({"background", "_background_", "__ignore__"})
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-
-
-class FolderError(ValueError):
-    """The folder cannot be used; the message names the folder or file and the problem."""
-
-
-MISSING_FILE = "missing file"
-DUPLICATE_ROW = "duplicate row"
-BAD_ROW = "bad row"
-STEM_COLLISION = "stem collision"
-UNMATCHED_MASKS = "unmatched masks"
-UNREADABLE_IMAGE = "unreadable image"
-UNREADABLE_MASK = "unreadable mask"
-UNREADABLE_ANNOTATION = "unreadable annotation"
-CLASS_ORDER = "class order"
-
-
-class Problem(str):
-    """A ``"path: reason"`` problem line that also says which ``kind`` of problem it is.
-
-    A `str`, so problem lists stay plain text for files and the GUI; the kind lets a summary
-    count problems per kind (`summarise_problems`).
-    """
-
-    kind: str
-
-    def __new__(cls, text: str, kind: str) -> "Problem":
-        line = super().__new__(cls, text)
-        line.kind = kind
-        return line
-
-    def __getnewargs__(self) -> tuple[str, str]:  # pickling (DataLoader workers) keeps the kind
-        return str(self), self.kind
-
-
-def problem_kind(problem: str) -> str:
-    """The kind of a problem line: its `Problem.kind`, "unreadable image" for plain lines (from
-    the predictor and the dataset, which only report images they could not read)."""
-    return getattr(problem, "kind", UNREADABLE_IMAGE)
-
-
-def summarise_problems(problems: Sequence[str], examples: int = 3) -> list[str]:
-    """Console lines: per kind (most frequent first) the count and the first ``examples`` lines."""
-    by_kind: dict[str, list[str]] = {}
-    for problem in problems:
-        by_kind.setdefault(problem_kind(problem), []).append(str(problem))
-    lines: list[str] = []
-    for kind, found in sorted(by_kind.items(), key=lambda item: -len(item[1])):
-        lines.append(f"  {kind}: {len(found)}")
-        lines += [f"    {line}" for line in found[:examples]]
-        if len(found) > examples:
-            lines.append(f"    ... and {len(found) - examples} more")
-    return lines
 
 
 @dataclass
@@ -164,11 +92,11 @@ def assign_stems(rels: Iterable[str]) -> tuple[dict[str, str], list[list[str]]]:
     return stems, collisions
 
 
-def _collision_problems(root: Path, collisions: list[list[str]]) -> list[Problem]:
+def collision_problems(root: Path, collisions: list[list[str]]) -> list[Problem]:
     """One line per image whose file stem collides: which images, and the mask names used instead.
 
     Images whose path stems are the same too (``img.jpg`` and ``img.png``) are left to
-    `_build_samples`, which skips and reports the second one.
+    `layouts.common.build_samples`, which skips and reports the second one.
     """
     problems: list[Problem] = []
     for group in collisions:
@@ -181,7 +109,7 @@ def _collision_problems(root: Path, collisions: list[list[str]]) -> list[Problem
     return problems
 
 
-def _clean_tags(tags: Iterable[str]) -> list[str]:
+def clean_tags(tags: Iterable[str]) -> list[str]:
     """Strip, drop empty names and duplicates, keep the order."""
     cleaned: list[str] = []
     for tag in tags:
@@ -265,7 +193,7 @@ class LabelledFolder:
 
         ``stem_or_rel`` may also be the rel path of an untagged image, which becomes a sample.
         """
-        tags = [_check_class_name(tag) for tag in _clean_tags(tags)]
+        tags = [_check_class_name(tag) for tag in clean_tags(tags)]
         try:
             sample = self.find(stem_or_rel)
         except KeyError:
@@ -273,7 +201,7 @@ class LabelledFolder:
                 raise
             self.untagged.remove(stem_or_rel)
             stem = self.stem_of(stem_or_rel)
-            sample = _MaskFinder(self.root, self.layout).sample(self.root, stem_or_rel, stem, [])
+            sample = MaskFinder(self.root, self.layout).sample(self.root, stem_or_rel, stem, [])
             self.samples.append(sample)
         for tag in tags:
             self.add_class(tag)
@@ -291,19 +219,19 @@ class LabelledFolder:
         kept: dict[str, list[str]] = {}
         if self.tags_path.is_file():
             current = {sample.rel for sample in self.samples}
-            kept = {rel: tags for rel, tags in _read_tags_csv(self.tags_path)[0].items() if rel not in current}
+            kept = {rel: tags for rel, tags in read_tags_csv(self.tags_path)[0].items() if rel not in current}
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["image", "tags"])
         rows = [(sample.rel, sample.tags) for sample in self.samples] + list(kept.items())
         writer.writerows([rel, ";".join(tags)] for rel, tags in rows)
         writer.writerows([rel, UNTAGGED_MARK] for rel in self.untagged if rel not in kept)
-        if not self.classes_path.is_file() or _read_classes(self.classes_path) != self.class_names:
+        if not self.classes_path.is_file() or read_classes(self.classes_path) != self.class_names:
             atomic_write_text(self.classes_path, "".join(f"{name}\n" for name in self.class_names))
         return atomic_write_text(self.tags_path, buffer.getvalue())
 
 
-class _MaskFinder:
+class MaskFinder:
     """Finds ground-truth and verified masks, listing each mask folder once.
 
     A mask is ``<stem>.png``, or for a nested image ``<path stem>.png``, the name older versions
@@ -346,18 +274,7 @@ def _png_names(directory: Path) -> set[str]:
         return set()
 
 
-def _scan_images(root: Path) -> list[str]:
-    """Relative '/' paths of all images below ``root``, skipping the never-scanned folders; sorted."""
-    found: list[str] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".") and d not in NEVER_SCANNED]
-        base = Path(directory).relative_to(root).as_posix()
-        prefix = "" if base == "." else f"{base}/"
-        found.extend(prefix + name for name in files if is_image_file(name) and not name.startswith("."))
-    return sorted(found)
-
-
-def _read_classes(path: Path) -> list[str]:
+def read_classes(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -376,7 +293,7 @@ def _normalise_rel(rel: str) -> str:
     return rel
 
 
-def _read_tags_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
+def read_tags_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     """rel -> tags (file order) and problem lines."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -393,7 +310,7 @@ def _read_tags_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
         if not any(cell.strip() for cell in row):
             continue
         rel = _normalise_rel(row[image_col]) if image_col < len(row) else ""
-        tags = _clean_tags(row[tags_col].split(";")) if tags_col < len(row) else []
+        tags = clean_tags(row[tags_col].split(";")) if tags_col < len(row) else []
         if not rel or rel.startswith("/") or ".." in rel.split("/") or rel[1:2] == ":":
             problems.append(Problem(f"{path}: line {line_number}: image path {rel!r} must be relative to the folder; "
                                     "row skipped", BAD_ROW))
@@ -406,209 +323,6 @@ def _read_tags_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
                                     DUPLICATE_ROW))
         rows[rel] = tags
     return rows, problems
-
-
-def _check_known(tags_by_source: dict[str, list[str]], class_names: list[str], tags_source: Path, classes: Path) -> None:
-    """FolderError listing every tag that is not a class."""
-    known = set(class_names)
-    unknown = sorted({tag for tags in tags_by_source.values() for tag in tags if tag not in known})
-    if unknown:
-        raise FolderError(
-            f"{tags_source}: tags name classes that are not in {classes}: {', '.join(unknown)} "
-            f"(add them to {classes.name} or fix the tags)"
-        )
-
-
-def _default_classes(all_tags: Iterable[list[str]], prefer_voc: bool) -> list[str]:
-    names = {tag for tags in all_tags for tag in tags}
-    if prefer_voc and names <= set(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return sorted(names)
-
-
-def _build_samples(
-    root: Path, layout: str, entries: Iterable[tuple[str, str, list[str]]], problems: list[str]
-) -> list[Sample]:
-    """Samples from (rel, stem, tags); a repeated stem is reported and skipped, and so is a
-    ``masks/`` folder that matches none of them (native and subfolder layouts)."""
-    finder = _MaskFinder(root, layout)
-    samples: list[Sample] = []
-    seen: dict[str, str] = {}
-    for rel, stem, tags in entries:
-        if stem in seen:
-            problems.append(Problem(f"{root / rel}: same stem {stem!r} as {seen[stem]}; rename one of them (skipped)",
-                                    STEM_COLLISION))
-            continue
-        seen[stem] = rel
-        samples.append(finder.sample(root, rel, stem, tags))
-    if layout != "voc":
-        problems.extend(finder.unmatched_masks(root, samples))
-    return samples
-
-
-def _rows_for_images(
-    rows: dict[str, list[str]], images: set[str], tags_path: Path, problems: list[str]
-) -> dict[str, list[str]]:
-    """Keep the rows whose image exists; report the others."""
-    kept: dict[str, list[str]] = {}
-    for rel, tags in rows.items():
-        if rel in images:
-            kept[rel] = tags
-        else:
-            problems.append(Problem(f"{tags_path}: row for {rel}: image not found (skipped)", MISSING_FILE))
-    return kept
-
-
-def _open_native(root: Path) -> LabelledFolder:
-    problems: list[str] = []
-    images = _scan_images(root)
-    if not images:
-        raise FolderError(f"{root}: no images found (supported: .jpg .jpeg .png .bmp .tif .tiff .webp)")
-    tags_path, classes_path = root / TAGS_FILE, root / CLASSES_FILE
-    rows: dict[str, list[str]] = {}
-    if tags_path.is_file():
-        rows, problems = _read_tags_csv(tags_path)
-        rows = _rows_for_images(rows, set(images), tags_path, problems)
-    if classes_path.is_file():
-        class_names = _read_classes(classes_path)
-        _check_known(rows, class_names, tags_path, classes_path)
-    else:
-        class_names = _default_classes(rows.values(), prefer_voc=False)
-    stems, collisions = assign_stems(images)
-    problems.extend(_collision_problems(root, collisions))
-    samples = _build_samples(root, "native", ((rel, stems[rel], tags) for rel, tags in rows.items()), problems)
-    untagged = [rel for rel in images if rel not in rows]
-    return LabelledFolder(root, "native", class_names, samples, problems, untagged, stems=stems)
-
-
-def _class_subfolders(root: Path) -> dict[str, list[str]]:
-    """Subfolder name -> names of the images directly inside (folders without images are left out)."""
-    found: dict[str, list[str]] = {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in NEVER_SCANNED:
-            names = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and is_image_file(e.name))
-            if names:
-                found[entry.name] = names
-    return found
-
-
-def _open_subfolders(root: Path, subfolders: dict[str, list[str]]) -> LabelledFolder:
-    problems: list[str] = []
-    classes_path = root / CLASSES_FILE
-    if classes_path.is_file():
-        class_names = _read_classes(classes_path)
-        missing = sorted(set(subfolders) - set(class_names))
-        if missing:
-            raise FolderError(
-                f"{classes_path}: class subfolders {', '.join(missing)} are not listed (add them to {CLASSES_FILE})"
-            )
-    else:
-        class_names = sorted(subfolders)
-    rels = [f"{name}/{image}" for name, images in subfolders.items() for image in images]
-    stems, collisions = assign_stems(rels)
-    problems.extend(_collision_problems(root, collisions))
-    entries = ((rel, stems[rel], [rel.partition("/")[0]]) for rel in rels)
-    samples = _build_samples(root, "subfolders", entries, problems)
-    return LabelledFolder(root, "subfolders", class_names, samples, problems, stems=stems)
-
-
-def _voc_ids(root: Path, split: str) -> list[str]:
-    for task in ("Segmentation", "Main"):
-        split_file = root / "ImageSets" / task / f"{split}.txt"
-        if split_file.is_file():
-            lines = split_file.read_text(encoding="utf-8-sig").splitlines()
-            return [line.split()[0] for line in lines if line.strip()]
-    available = sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt"))
-    raise FolderError(
-        f"{root}: no split {split!r} (looked for ImageSets/Segmentation/{split}.txt); "
-        f"available: {', '.join(available) or 'none'}"
-    )
-
-
-def _voc_object_names(xml_path: Path) -> list[str]:
-    try:
-        tree = ElementTree.parse(xml_path)
-    except (ElementTree.ParseError, OSError) as exc:
-        raise ImageLoadError(xml_path, f"unreadable annotation ({exc})") from None
-    return _clean_tags(obj.findtext("name", default="") for obj in tree.getroot().iter("object"))
-
-
-def _open_voc(root: Path, split: str | None) -> LabelledFolder:
-    problems: list[str] = []
-    images = {Path(e.name).stem: e.name for e in os.scandir(root / "JPEGImages") if e.is_file() and is_image_file(e.name)}
-    if not images:
-        raise FolderError(f"{root / 'JPEGImages'}: no images found")
-    tags_path, classes_path = root / TAGS_FILE, root / CLASSES_FILE
-    rows: dict[str, list[str]] = {}
-    if tags_path.is_file():
-        csv_rows, problems = _read_tags_csv(tags_path)
-        rels = {f"JPEGImages/{name}" for name in images.values()}
-        rows = {Path(rel).stem: tags for rel, tags in _rows_for_images(csv_rows, rels, tags_path, problems).items()}
-        tags_source = tags_path
-    else:
-        annotations = root / "Annotations"
-        xml_ids = sorted(p.stem for p in annotations.glob("*.xml")) if annotations.is_dir() else []
-        for image_id in xml_ids if split is None else _voc_ids(root, split):
-            xml_path = annotations / f"{image_id}.xml"
-            if image_id not in images:
-                problems.append(Problem(f"{root / 'JPEGImages' / image_id}.jpg: image not found (skipped)",
-                                        MISSING_FILE))
-            elif not xml_path.is_file():
-                problems.append(Problem(f"{xml_path}: no annotation for this image (skipped)", MISSING_FILE))
-            else:
-                try:
-                    rows[image_id] = _voc_object_names(xml_path)
-                except ImageLoadError as exc:
-                    problems.append(Problem(f"{exc} (skipped)", UNREADABLE_ANNOTATION))
-        tags_source = annotations
-    if split is not None and tags_path.is_file():
-        wanted = set(_voc_ids(root, split))
-        rows = {image_id: tags for image_id, tags in rows.items() if image_id in wanted}
-    if classes_path.is_file():
-        class_names = _read_classes(classes_path)
-        _check_known(rows, class_names, tags_source, classes_path)
-    else:
-        class_names = _default_classes(rows.values(), prefer_voc=True)
-        if class_names != list(VOC_CLASSES) and class_names:
-            problems.append(Problem(
-                f"{tags_source}: the class names are not the 20 VOC classes; using them sorted "
-                f"(write {CLASSES_FILE} to choose the order that SegmentationClass indices follow)", CLASS_ORDER))
-    entries = ((f"JPEGImages/{images[i]}", i, tags) for i, tags in rows.items())
-    samples = _build_samples(root, "voc", entries, problems)
-    untagged = sorted(f"JPEGImages/{name}" for image_id, name in images.items() if image_id not in rows) if split is None else []
-    stems = {f"JPEGImages/{name}": image_id for image_id, name in images.items()}
-    return LabelledFolder(root, "voc", class_names, samples, problems, untagged, split, stems)
-
-
-def detect_layout(root: str | Path) -> str:
-    """"voc", "native" or "subfolders" (see the module docstring); FolderError when not a folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FolderError(f"{root}: folder not found" if not root.exists() else f"{root}: not a folder")
-    if (root / "JPEGImages").is_dir():
-        return "voc"
-    if (root / TAGS_FILE).is_file():
-        return "native"
-    top_level_images = any(e.is_file() and is_image_file(e.name) for e in os.scandir(root))
-    return "subfolders" if not top_level_images and _class_subfolders(root) else "native"
-
-
-def open_folder(root: str | Path, split: str | None = None) -> LabelledFolder:
-    """Detect the layout and parse a labelled folder; ``split`` selects a VOC image set.
-
-    Raises FolderError for a missing or empty folder, an unknown split, tags naming classes that
-    are not in ``classes.txt`` or an unreadable ``tags.csv``/``classes.txt``. The root (hence
-    every ``Sample.image_path``) is made absolute.
-    """
-    root = Path(root).expanduser().absolute()
-    layout = detect_layout(root)
-    if split is not None and layout != "voc":
-        raise FolderError(f"{root}: splits are only supported for PASCAL VOC folders (this one is {layout})")
-    if layout == "voc":
-        return _open_voc(root, split)
-    if layout == "subfolders":
-        return _open_subfolders(root, _class_subfolders(root))
-    return _open_native(root)
 
 
 def validate_images(folder: LabelledFolder, on_progress: Callable[[int, int], None] | None = None) -> list[str]:

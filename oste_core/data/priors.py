@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from oste_core.data.folder import FolderError
+from oste_core.data.problems import FolderError
 from oste_core.models.modules.imagenet_names import NameMatch, imagenet_wordnet, match_names
 from oste_core.utils.io import atomic_write_text
 

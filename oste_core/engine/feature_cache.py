@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from oste_core.config import ModelConfig
 from oste_core.data.image_io import downscale, load_image, rescale
 from oste_core.models import OSTEModel
 from oste_core.models.backbones.conv_bn import reuse_folded_weights
@@ -270,7 +271,7 @@ class FeatureCache:
         return removed
 
 
-def backbone_identity(model_cfg) -> str:
+def backbone_identity(model_cfg: ModelConfig) -> str:
     """What the cached features depend on in the model settings: the backbone and its weights."""
     weights = model_cfg.pretrained
     path = Path(weights)

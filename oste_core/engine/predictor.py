@@ -4,17 +4,13 @@ The segmentation prediction and the suggestion are restricted to the image's tag
 tags are known (an annotation assistant knows them; the paper's test protocol does not, pass
 ``tags=None`` to predict over all classes). A run trained in the fast mode (frozen backbone) predicts
 from the run's feature cache at the fast mode's working size times ``fast_predict_scale``; other runs
-use multi-scale + flip inference (Eq 2). A fast-mode run's suggestion also uses the class co-localisation
-map fitted at the end of its training (``colocalisation.py``), the ImageNet class prior
-(``imagenet_prior.py``) and the folder pixel classifier (``pixel_probe.py``), mixed into the enhanced CAM;
-FBE (Eqs 9-13) makes the pseudo-label from those same mixed maps (on ``mix/`` seed 0: 82.4% mIoU on 43% of
-the pixels, against 49.9% on 24% from the enhanced CAM alone), and its sure pixels are kept in the
-suggestion. Results are cached (LRU) under a key of everything that changes
-them: the image, its tags, its verified mask and the run's weights.
+use multi-scale + flip inference (Eq 2). The suggestion follows the recipe of ``oste_core/suggest``
+(``suggest/__init__.py``), with the fits a fast-mode run saved in ``model.pt`` (``suggest/state.py``); what a
+refit of the pixel classifier does not change is kept per image (`ImageState`). Results are cached (LRU)
+under a key of everything that changes them: the image, its tags, its verified mask and the run's weights.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import logging
@@ -35,19 +31,15 @@ from oste_core.config import OSTEConfig
 from oste_core.data import ImageLoadError, LabelledFolder, Sample, load_image, load_mask
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity, cache_cap_mb
 from oste_core.engine.run_folder import DATA, RunError, RunFolder
-from oste_core.labels import UNSURE, clean_labels, tags_multi_hot
+from oste_core.labels import UNSURE, clean_labels
 from oste_core.models import OSTEModel
 from oste_core.models.modules.cam import resize_maps
-from oste_core.models.modules.colocalisation import Colocalisation, descriptors
+from oste_core.models.modules.colocalisation import descriptors
 from oste_core.models.modules.crf import make_crf
-from oste_core.models.modules.fbe import make_pseudo_labels
-from oste_core.models.modules.imagenet_prior import ImagenetPrior
-from oste_core.models.modules.maf import MultilevelActivationFusion
-from oste_core.models.modules.maf_refinement import refine_maps
-from oste_core.models.modules.pixel_probe import PixelProbe, mix_probabilities, restricted_softmax
-from oste_core.models.modules.suggestion import make_suggestion
+from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.suggest.corrections import load_corrections
-from oste_core.suggest.seeds import seed_hints
+from oste_core.suggest.recipe import mix_probe_logits, refines_maps, restrict_to_tags, suggest, suggestion_maps
+from oste_core.suggest.state import SuggestionPriors, SuggestionState
 from oste_core.suggest.teaching import FolderTeaching, TeachingSet
 from oste_core.utils.device import pick_device
 
@@ -63,7 +55,7 @@ class Prediction:
     pseudo_label: np.ndarray  # (H, W) uint8, 0 background, 1..K classes, 255 unsure: FBE on the suggestion's maps
     seg: np.ndarray  # (H, W) uint8 segmentation prediction
     confidence: np.ndarray  # (H, W) float32, softmax max of the segmentation branch
-    suggestion: np.ndarray  # (H, W) uint8, every pixel background or a tag (a verified mask wins): suggestion.py
+    suggestion: np.ndarray  # (H, W) uint8, every pixel background or a tag (a verified mask wins): suggest/
     suggestion_confidence: np.ndarray  # (H, W) float32 in [0, 1]
     tags: list[int]  # 1-based class indices used
 
@@ -76,12 +68,6 @@ class Prediction:
 def _normalise_per_class(cams: torch.Tensor) -> torch.Tensor:
     peak = cams.flatten(1).amax(dim=1).clamp_min(1e-6)
     return (cams / peak[:, None, None]).clamp(0, 1)
-
-
-def _min_max_per_class(cams: torch.Tensor) -> torch.Tensor:
-    low = cams.flatten(1).amin(dim=1)[:, None, None]
-    high = cams.flatten(1).amax(dim=1)[:, None, None]
-    return (cams - low) / (high - low).clamp_min(1e-6)
 
 
 def _at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -117,8 +103,7 @@ class Predictor:
 
     def __init__(self, model: OSTEModel, cfg: OSTEConfig, class_names: list[str], device: torch.device,
                  cache_size: int = 16, run_dir: str | Path | None = None, weights_stamp: str = "",
-                 colocalisation: Colocalisation | None = None, imagenet_prior: ImagenetPrior | None = None,
-                 pixel_probe: PixelProbe | None = None, maf_refinement: MultilevelActivationFusion | None = None) -> None:
+                 priors: SuggestionPriors | None = None) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.class_names = class_names
@@ -129,10 +114,7 @@ class Predictor:
         self.problems: list[str] = []
         self.weights_stamp = weights_stamp  # part of every cache key: an updated run predicts anew
         self.feature_cache = None
-        self.colocalisation = colocalisation  # fast mode: the class co-localisation fit saved with the weights
-        self.imagenet_prior = imagenet_prior  # fast mode: the ImageNet class prior saved with the weights
-        self.pixel_probe = pixel_probe  # fast mode: the folder pixel classifier saved with the weights
-        self.maf_refinement = maf_refinement  # fast mode: MAF re-taught on the mixed maps' pseudo-labels
+        self.priors = priors or SuggestionPriors()  # fast mode: the fits saved with the weights (suggest/state.py)
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
             images = RunFolder(run_dir).load_json(DATA).get("images") if run_dir is not None else None
@@ -140,7 +122,7 @@ class Predictor:
             self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
                                               cfg.train.max_side, device, keep_in_memory_mb=256.0,
                                               scale=cfg.train.fast_predict_scale, cap_mb=cap)
-        self._trained_probe = pixel_probe  # the probe as trained, before any annotator pixel
+        self._trained_probe = self.priors.pixel_probe  # the probe as trained, before any annotator pixel
         self.teaching: FolderTeaching | None = None  # set by from_run when the run kept its teaching sample
         self._probe_generation = 0  # part of every cache key: a refit predicts anew
         self._cache: OrderedDict[tuple, Prediction] = OrderedDict()
@@ -171,21 +153,10 @@ class Predictor:
         except RuntimeError as exc:
             raise RunError(f"{weights}: weights do not match the saved config ({exc})") from exc
         stat = weights.stat()
-        colocalisation = Colocalisation.from_state(state["colocalisation"]) if "colocalisation" in state else None
-        imagenet_prior = ImagenetPrior.from_state(state["imagenet_prior"]) if "imagenet_prior" in state else None
-        pixel_probe = PixelProbe.from_state(state["pixel_probe"]) if "pixel_probe" in state else None
-        maf_refinement = None
-        if "maf_refinement" in state and model.maf is not None:
-            maf_refinement = copy.deepcopy(model.maf)
-            try:
-                maf_refinement.load_state_dict(state["maf_refinement"])
-            except RuntimeError as exc:
-                raise RunError(f"{weights}: the MAF refinement does not match the saved config ({exc})") from exc
+        priors = SuggestionState.from_checkpoint(state).priors(model, torch_device, weights)
         predictor = cls(model.to(torch_device), cfg, class_names, torch_device, run_dir=run_dir,
-                        weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", colocalisation=colocalisation,
-                        imagenet_prior=imagenet_prior, pixel_probe=pixel_probe,
-                        maf_refinement=None if maf_refinement is None else maf_refinement.to(torch_device).eval())
-        teaching = TeachingSet.load(run_dir) if pixel_probe is not None else None
+                        weights_stamp=f"{weights}:{stat.st_size}:{stat.st_mtime_ns}", priors=priors)
+        teaching = TeachingSet.load(run_dir) if priors.pixel_probe is not None else None
         if teaching is not None:
             predictor.teaching = FolderTeaching(teaching, len(class_names))
         return predictor
@@ -269,20 +240,14 @@ class Predictor:
             corrections = _fit(corrections, size)
             painted = {int(v) for v in np.unique(corrections) if 0 < v <= self.num_classes}
             tags = list(tags) + sorted(painted - set(tags))
-        seg_logits = self._restrict(seg_logits, tags)
+        seg_logits = restrict_to_tags(seg_logits, tags)
         probs = F.softmax(seg_logits, dim=0)
         confidence, seg = probs.max(dim=0)
-        multi_hot = tags_multi_hot(tags, self.num_classes, self.device)[None]
-        cams = self._state_cams(state, list(tags))
-        pseudo = make_pseudo_labels(cams[None], pixels, multi_hot, self.cfg.model, self.crf)[0]
         if verified is not None:
             verified = torch.from_numpy(_fit(verified, size))
-        hints = None
-        if corrections is not None and state.seed_descriptors is not None:
-            hints = seed_hints(state.seed_descriptors, corrections, pseudo.cpu().numpy().astype(np.uint8), size)
-        kept_pseudo = pseudo if self.cfg.model.use_fbe else None  # without FBE every pixel is "sure"
-        suggestion, suggestion_confidence = make_suggestion(seg_logits, cams, pixels[0], list(tags), kept_pseudo,
-                                                            self.cfg.model, self.crf, verified, hints)
+        pseudo, suggestion, suggestion_confidence = suggest(
+            seg_logits, self._state_maps(state, list(tags)), pixels, list(tags), self.cfg.model, self.crf, verified,
+            corrections, state.seed_descriptors)
         as_np = lambda t: _normalise_per_class(_at(t, size)).cpu().numpy().astype(np.float32)  # noqa: E731
         maps = state.maps
         return Prediction(
@@ -312,10 +277,10 @@ class Predictor:
         maps = {key: out[key] for key in ("cam", "merged_cam", "enhanced_cam", "seg_logits")}
         if "descriptors" not in out:  # multi-scale inference: no priors, no probe, no seeds
             return ImageState(pixels, maps, None, None, None, None, out=None)
-        if self._refines_maps():  # the MAF refinement reads the stages: keep everything
+        if refines_maps(self.priors, self.cfg.model):  # the MAF refinement reads the stages: keep everything
             return ImageState(pixels, maps, None, None, None, out["descriptors"], out=out)
         every_class = list(range(1, self.num_classes + 1))
-        priors_mixed = self._suggestion_cams(out, every_class, use_probe=False)
+        priors_mixed = suggestion_maps(out, every_class, self.priors, self.cfg.model, use_probe=False)
         probe_logits = None if self._trained_probe is None else self._trained_probe.logits(out["descriptors"])
         compact = None
         if self.teaching is not None:
@@ -324,47 +289,17 @@ class Predictor:
         seeds_read = compact if compact is not None else out["descriptors"]
         return ImageState(pixels, maps, priors_mixed, probe_logits, compact, seeds_read, out=None)
 
-    def _refines_maps(self) -> bool:
-        return self.maf_refinement is not None and self.cfg.model.suggestion_maf_weight > 0
-
-    def _state_cams(self, state: ImageState, tags: list[int]) -> torch.Tensor:
-        """``_suggestion_cams`` from an image's state: its prior-mixed maps with the current pixel classifier."""
+    def _state_maps(self, state: ImageState, tags: list[int]) -> torch.Tensor:
+        """``suggestion_maps`` from an image's state: its prior-mixed maps with the current pixel classifier."""
         if state.priors_mixed is None:
-            return self._suggestion_cams(state.out, tags) if state.out is not None else state.maps["enhanced_cam"]
-        weight = self.cfg.model.pixel_probe_weight
+            if state.out is None:
+                return state.maps["enhanced_cam"]
+            return suggestion_maps(state.out, tags, self.priors, self.cfg.model)
         if self._compact_probe is not None and state.compact is not None:
             logits = self._compact_probe.logits(state.compact)
         else:
             logits = state.probe_logits
-        if logits is None or weight <= 0 or self.pixel_probe is None:
-            return state.priors_mixed
-        return mix_probabilities(state.priors_mixed, restricted_softmax(logits, tags), tags, weight)
-
-    def _restrict(self, seg_logits: torch.Tensor, tags: list[int]) -> torch.Tensor:
-        """Segmentation logits with every class but background and ``tags`` at -inf."""
-        allowed = torch.zeros(self.num_classes + 1, dtype=torch.bool, device=seg_logits.device)
-        allowed[0] = True
-        allowed[list(tags)] = True
-        return seg_logits.masked_fill(~allowed[:, None, None], float("-inf"))
-
-    def _suggestion_cams(self, out: dict, tags: list[int], use_probe: bool = True) -> torch.Tensor:
-        """The maps FBE and the suggestion read: the enhanced CAM, mixed with the run's class priors where it
-        has them (co-localisation, ImageNet prior, pixel probe; then each map is in [0, 1]), then refined by the
-        re-taught MAF where the run has one. ``use_probe`` False: the maps the pixel probe is taught from
-        (without the probe and the refinement, which are fitted after it)."""
-        model_cfg = self.cfg.model
-        cams = out["enhanced_cam"].float()
-        priors = [(self.colocalisation, "descriptors", model_cfg.colocalisation_weight),
-                  (self.imagenet_prior, "last_stage", model_cfg.imagenet_prior_weight),
-                  (self.pixel_probe if use_probe else None, "descriptors", model_cfg.pixel_probe_weight)]
-        priors = [(prior, out[key], weight) for prior, key, weight in priors if prior is not None and weight > 0]
-        if priors or (self.pixel_probe is not None and model_cfg.pixel_probe_weight > 0):
-            cams = _min_max_per_class(cams)  # maps in [0, 1]: the CAM joins the priors min-max scaled
-        for prior, features, weight in priors:
-            cams = prior.mix(cams, features, tags, weight)
-        if use_probe and self._refines_maps() and out.get("maf_stages"):
-            cams = refine_maps(self.maf_refinement, out["maf_stages"], cams, model_cfg.suggestion_maf_weight)
-        return cams
+        return mix_probe_logits(state.priors_mixed, logits, tags, self.priors, self.cfg.model)
 
     def learn_from_user(self, folder: LabelledFolder, stems: list[str] | None = None) -> bool:
         """Refit the folder pixel classifier with the annotator's verified masks and sparse corrections of
@@ -379,7 +314,7 @@ class Predictor:
         Every cached suggestion is recomputed on its next request; the images' states stay."""
         with self._lock:
             self._compact_probe = compact
-            self.pixel_probe = self._trained_probe if compact is None else self.teaching.teaching.probe(compact)
+            self.priors.pixel_probe = self._trained_probe if compact is None else self.teaching.teaching.probe(compact)
             self._probe_generation += 1
             self._cache.clear()
 

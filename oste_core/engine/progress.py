@@ -20,10 +20,9 @@ from typing import Callable
 
 from oste_core.config import OSTEConfig
 
-# seconds per unit relative to one feature image at the working size (0.72 s on two quiet cores); iterations
-# per image of the batch. Ratios of the CPU preset on mix/ on two quiet cores: a warm-up image 0.05 s, a full
-# iteration's image 0.3 s (docs/BENCHMARKS.md, Speed), priors and pixel classifier 1.9 s per photo together
-# (356 s for 188 photos, issue 22); measured rates replace them as each phase runs
+# seconds per unit relative to one feature image at the working size; iterations per image of the batch.
+# Ratios measured with the CPU preset on two quiet cores (docs/BENCHMARKS.md, Speed and ETA); measured rates
+# replace them as each phase runs
 RELATIVE_COST = {
     "features": 1.0,  # per image: the backbone on the image and its LEM tiles
     "warm-up": 0.07,  # per image of the batch: the 1x1 CAM classifier on cached features

@@ -53,7 +53,7 @@ class _RecordingWriter:
     def __init__(self, handle) -> None:
         self.handle, self.error = handle, None
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         try:
             return self.handle.write(data)
         except OSError as exc:
@@ -225,15 +225,3 @@ class RunFolder:
                 raise
             raise DiskFullError(f"{self.file(METRICS)}: the disk is full; the last checkpoint is kept: free some "
                                 "space, then resume the run") from exc
-
-    def read_metrics(self) -> list[dict[str, Any]]:
-        """Every readable line of ``metrics.jsonl`` (a torn last line is skipped)."""
-        if not self.file(METRICS).exists():
-            return []
-        records = []
-        for line in self.file(METRICS).read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records

@@ -87,7 +87,7 @@ class TagSuggester:
             last = self.model.backbone(self.model.backbone.normalise(pixels))[-1]
         logits, _ = self.model.cam_head(last.float())
         classifier = torch.sigmoid(logits[0].float()).cpu().tolist()
-        prior = self.predictor.imagenet_prior
+        prior = self.predictor.priors.imagenet_prior
         votes = prior.image_votes(last[0]) if prior is not None else {}
         tags = [SuggestedTag(name, combine(p, votes.get(index)), p, votes.get(index))
                 for index, (name, p) in enumerate(zip(self.predictor.class_names, classifier), start=1)]

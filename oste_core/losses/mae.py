@@ -9,9 +9,8 @@ grid. Like Puzzle-CAM's "masking" option, only the image's tagged classes count 
 already driven to zero by Eq 14). MAF's theta/phi learn from ``oste_core.losses.affinity`` instead.
 
 The CPU preset (the fast mode, frozen backbone) sets its weight ``loss.w_mae`` to 0: there the 1x1 CAM
-classifier is all this loss can move, and on ``mix/`` it lowered the CAM from 39.3 to 32.5 mIoU and the
-suggestion by 3 points; with Eq 15 alone LEM lifts the enhanced CAM (45.5 against 40.9 without LEM) and the
-suggestion (64.9 against 63.3; docs/BENCHMARKS.md).
+classifier is all this loss can move, and it lowered the CAM and the suggestion; with Eq 15 alone LEM lifts
+the enhanced CAM and the suggestion (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 

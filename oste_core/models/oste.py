@@ -21,8 +21,6 @@ from .modules.lem import location_expansion, merge_tile_cams
 from .modules.maf import MultilevelActivationFusion
 from .modules.seg_head import SegHead
 
-CAM_KEYS = ("cam", "merged_cam", "enhanced_cam")
-
 
 class OSTEModel(nn.Module):
     """The OSTE network; see ``forward`` for its outputs."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from oste_core.data import load_mask
-from oste_core.data.folder import CORRECTIONS_DIR, VERIFIED_DIR
+from oste_core.data.folder import CORRECTIONS_DIR, VERIFIED_DIR, Sample
 from oste_core.export.palette import save_palette_png
 from oste_core.labels import UNSURE, clean_labels
 
@@ -65,7 +65,7 @@ def user_labels(folder_root: str | Path, stem: str, verified_file: Path | None, 
     return load_corrections(folder_root, stem, shape, num_classes), False
 
 
-def user_label_version(folder_root: str | Path, sample) -> tuple[int | None, int | None]:
+def user_label_version(folder_root: str | Path, sample: Sample) -> tuple[int | None, int | None]:
     """The modification times of a sample's verified mask and corrections (None where absent): what the
     annotator's pixels of that image depend on."""
     verified = sample.verified_mask or Path(folder_root) / VERIFIED_DIR / f"{sample.stem}.png"
@@ -73,6 +73,6 @@ def user_label_version(folder_root: str | Path, sample) -> tuple[int | None, int
     return tuple(path.stat().st_mtime_ns if path.is_file() else None for path in (verified, corrections))
 
 
-def has_user_labels(folder_root: str | Path, sample) -> bool:
+def has_user_labels(folder_root: str | Path, sample: Sample) -> bool:
     """True when the sample has a verified mask or a corrections file."""
     return any(version is not None for version in user_label_version(folder_root, sample))

@@ -18,8 +18,8 @@ from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.maf import MultilevelActivationFusion
 from oste_core.models.modules.maf_refinement import RETEACH_STEPS, labels_on_cam_grid, reteach_affinity
 from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
-from oste_core.models.modules.suggestion import make_suggestion
 from oste_core.suggest.corrections import user_label_version, user_labels
+from oste_core.suggest.recipe import make_suggestion, restrict_to_tags, suggestion_maps
 from oste_core.suggest.seeds import labels_on_grid
 from oste_core.suggest.teaching import TeachingSet
 
@@ -57,9 +57,9 @@ def fit_pixel_probe(predictor: "Predictor", folder: LabelledFolder, samples: lis
         pixels, out, seg_logits = _grid_maps(predictor, sample)
         verified = predictor._verified_at(sample, tuple(pixels.shape[-2:]))
         tags = folder.tag_indices(sample)
-        suggestion, confidence = make_suggestion(predictor._restrict(seg_logits, tags),
-                                                 predictor._suggestion_cams(out, tags, use_probe=False), pixels[0],
-                                                 tags, None, predictor.cfg.model, predictor.crf, verified)
+        maps = suggestion_maps(out, tags, predictor.priors, predictor.cfg.model, use_probe=False)
+        suggestion, confidence = make_suggestion(restrict_to_tags(seg_logits, tags), maps, pixels[0], tags, None,
+                                                 predictor.cfg.model, predictor.crf, verified)
         fit.add(out["descriptors"], suggestion, confidence, image=done - 1)
         if on_progress is not None:
             on_progress(done, len(samples))
@@ -124,8 +124,8 @@ def teach_maf_refinement(predictor: "Predictor", folder: LabelledFolder, samples
         pixels, out, _ = _grid_maps(predictor, sample)
         tags = folder.tag_indices(sample)
         multi_hot = tags_multi_hot(tags, predictor.num_classes, predictor.device)[None]
-        pseudo = make_pseudo_labels(predictor._suggestion_cams(out, tags)[None], pixels, multi_hot,
-                                    predictor.cfg.model, predictor.crf)[0]
+        maps = suggestion_maps(out, tags, predictor.priors, predictor.cfg.model)
+        pseudo = make_pseudo_labels(maps[None], pixels, multi_hot, predictor.cfg.model, predictor.crf)[0]
         verified = predictor._verified_at(sample, tuple(pixels.shape[-2:]))
         if verified is not None:
             verified = verified.to(pseudo.device).long()

@@ -5,7 +5,7 @@ pixels that look like them: for each stroked label, the mean of its seed cells' 
 ``colocalisation.descriptors``) is compared with every cell's; a cell closer to that prototype than to the
 prototype of the label it has now (from the current suggestion, seeds left out) moves towards L, the more
 the nearer it is to a seed of L (a Gaussian of ``reach`` times the image's longest side). ``SeedHints``
-carries the stroked pixels and these affinities; ``make_suggestion`` raises L's score by them, lowers the
+carries the stroked pixels and these affinities; ``recipe.make_suggestion`` raises L's score by them, lowers the
 others', and the dense CRF then snaps the result to the image's edges. Costs one matrix product per image.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ from oste_core.models.modules.pixel_probe import PixelProbe, fit_probe
 from oste_core.utils.io import atomic_path
 
 TEACHING_FILE = "teaching.pt"
-USER_WEIGHT = 1.0  # an annotator pixel counts as a suggestion pixel (4 and 20: worse, docs/EXPERIMENTS.md)
+USER_WEIGHT = 1.0  # an annotator pixel counts as a suggestion pixel (heavier weights did worse: docs/EXPERIMENTS.md)
 TEACHING_DIMS = 128  # principal directions kept of the descriptors (1392 for EfficientNet-Lite0)
 MAX_PIXELS = 60_000  # suggestion pixels kept
 

@@ -12,8 +12,8 @@ mouse), else the first sense in WordNet's order (the most frequent) that reaches
 below (a hyponym such as ``puppy``) means its parents' classes. Only physical entities match ("circle" the
 shape is not ImageNet's "bubble"), and a hyponym only through one of a name's first three senses.
 
-The VOC table (``IMAGENET_CLASSES``, tuned on ``mix/``) stays the default for the VOC names and for every
-name that matches the same WordNet synset (``automobile`` is VOC's ``car``, ``puppy`` VOC's ``dog``, and a
+The VOC table (``IMAGENET_CLASSES``, tuned on real photos: ``docs/BENCHMARKS.md``) stays the default for
+the VOC names and for every name that matches the same WordNet synset (``automobile`` is VOC's ``car``, ``puppy`` VOC's ``dog``, and a
 ``people`` ... ``person``: none, as VOC's person).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ IMAGENET_CLASSES: dict[str, tuple[int, ...]] = {
     "boat": (472, 484, 510, 554, 576, 625, 628, 724, 780, 814, 833, 871, 914),  # canoe ... yawl
     "bottle": (440, 720, 737, 898, 907),  # beer, pill, pop, water, wine bottle
     "bus": (654, 779, 874),  # minibus, school bus, trolleybus
-    # cars, vans, small trucks and their parts (grille, car wheel); minibus too: it fires on vans (mix/: car +2.5 IoU)
+    # cars, vans, small trucks and their parts (grille, car wheel); minibus too: it fires on vans
     "car": (407, 436, 468, 479, 511, 555, 569, 573, 575, 581, 609, 627, 654, 656, 661, 675, 717, 734, 751, 817, 864, 867),
     "cat": _span(281, 285),  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     "chair": (423, 559, 765, 857),  # barber chair, folding chair, rocking chair, throne

@@ -2,18 +2,17 @@
 Not part of OSTE.
 
 Image-level tags cannot tell apart two things that always appear together: every street photo tagged
-"car" also shows road, so the classifier's CAM for "car" lights up the road (on ``mix/`` 84% of the pixels
-with a car CAM above 0.6 are background). The ImageNet classifier of the backbone was trained on a million
-photos where cars, cats and dogs are the labelled objects, and it still works on each feature cell: on a
-frozen backbone (the fast mode) its softmax at every cell of the last stage, summed over the ImageNet
-classes of one of our classes, is a map of where that object is.
+"car" also shows road, so the classifier's CAM for "car" lights up the road. The ImageNet classifier of the
+backbone was trained on a million photos where cars, cats and dogs are the labelled objects, and it still
+works on each feature cell: on a frozen backbone (the fast mode) its softmax at every cell of the last
+stage, summed over the ImageNet classes of one of our classes, is a map of where that object is.
 
 Which ImageNet classes a class means (``imagenet_names.py``): ``priors.yaml`` beside ``classes.txt``, else
 the VOC table (``IMAGENET_CLASSES``) for the PASCAL VOC names and their WordNet synonyms, else WordNet
 (``puppy``, ``forklift``, ``vehicle``). "person" has none: ImageNet has no person class, and its clothing
-classes used instead lowered the person IoU on ``mix/`` from 37 to 17. For each tagged class with a prior, the
-suggestion mixes ``(1 - weight) * its score + weight * the prior map`` (``model.imagenet_prior_weight``).
-Measured on ``mix/`` (``docs/BENCHMARKS.md``): car IoU 8 -> about 30, dog 58 -> 69.
+classes, tried instead, lowered the person IoU (``docs/PAPER_VS_DEFAULTS.md``). For each tagged class with a
+prior, the suggestion mixes ``(1 - weight) * its score + weight * the prior map``
+(``model.imagenet_prior_weight``). What it adds per class: ``docs/BENCHMARKS.md``.
 """
 from __future__ import annotations
 

@@ -1,26 +1,19 @@
 """MAF on the suggestion's maps (fast mode): Eq 8 applied to the prior-mixed maps, with an affinity re-taught
-on the run's best pseudo-labels.
+on the run's best pseudo-labels (step 5 of the suggestion recipe, ``suggest/__init__.py``).
 
 During a fast-mode training MAF learns its affinity (``losses/affinity.py``) from the pseudo-labels of the
-enhanced CAM alone: on ``mix/`` they are right on 50% (mIoU) of the 24% of pixels they label. At the end of
-training FBE (Eqs 9-13) on the prior-mixed maps (``Predictor._suggestion_cams``) gives far better ones: 82% on
-43%. A copy of the trained MAF is taught again on those, at the prediction scale, with the same affinity loss
-on ``pixels`` sampled labelled pixels of each of ``batch`` images per Adam step (a prototype on every pixel pair
-of the grid took 7x the time for the same suggestion on one run and +0.4 on the other). It then refines the maps
-FBE and the suggestion read, in Eq 8's form:
+enhanced CAM alone. At the end of training FBE (Eqs 9-13) on the prior-mixed maps
+(``suggest/recipe.suggestion_maps``) gives far better ones, right on more of the pixels. A copy of the trained
+MAF is taught again on those, at the prediction scale, with the same affinity loss on ``pixels`` sampled
+labelled pixels of each of ``batch`` images per Adam step (every pixel pair of the grid costs far more time
+for no better suggestion). It then refines the maps FBE and the suggestion read, in Eq 8's form:
 
     maps <- (1 - weight) * maps + weight * A . maps        (``model.suggestion_maf_weight``, 0.5 = Eq 8's average)
 
-Off by default (weight 0: nothing is taught or applied). Measured (``docs/BENCHMARKS.md``) with weight 0.5:
-``mix/`` suggestion mIoU 64.3 -> 64.8 and 62.4 -> 63.6 (seeds 0 and 1, ``bench_real.py``), person +4;
-pseudo-labels 80 on 55% of the pixels instead of 82 on 43%; about 70-115 s more training. But ``pennfudan/``
-loses 0.8 (78.6 against 79.4, both seeds) and the synthetic demo 2.2 (86.3 against 88.5, seed 0), more than
-its noise: with weight 0.2 / 0.35 it still loses 0.7 / 1.4, with MAF power 16 / 32 at 0.5 1.8 / 1.4 (its thin
-rings lose most). So the default stays 0; ``--set model.suggestion_maf_weight=0.5`` turns it on. A prototype
-over the ``mix/`` runs: the trained MAF applied without re-teaching, +0.2 and -0.2; 300 steps instead of 100,
-less than 100 (the affinity overfits the pseudo-labels); re-taught on the maps without the pixel classifier,
--0.7. The run's MAF itself is left as it was: the enhanced CAM layer and the pixel classifier (fitted before)
-keep the trained affinity.
+Off by default (weight 0: nothing is taught or applied): it lifts the suggestion on some folders of real
+photos but lowers it on others and on the synthetic demo, more than their noise, at every weight and MAF power
+tried (``docs/BENCHMARKS.md``); ``--set model.suggestion_maf_weight=0.5`` turns it on. The run's MAF itself
+is left as it was: the enhanced CAM layer and the pixel classifier (fitted before) keep the trained affinity.
 """
 from __future__ import annotations
 
@@ -37,7 +30,7 @@ from oste_core.losses.affinity import pair_affinity_loss
 from .cam import resize_maps
 from .maf import MultilevelActivationFusion
 
-RETEACH_STEPS = 100  # Adam steps of the re-teaching (300 overfitted the pseudo-labels)
+RETEACH_STEPS = 100  # Adam steps of the re-teaching (more overfit the pseudo-labels: docs/BENCHMARKS.md)
 
 
 def refine_maps(maf: MultilevelActivationFusion, stage_features: Sequence[Tensor], maps: Tensor, weight: float) -> Tensor:

@@ -9,8 +9,8 @@ once; its pixels with a confidence above ``threshold`` (a verified mask: all of 
 every other feature cell, teach a linear softmax over [background, classes] on the standardised descriptors
 (``colocalisation.descriptors``). The suggestion then mixes, for each tag, ``(1 - weight) * its score +
 weight * the classifier's probability`` (restricted to the tags, scaled to a peak of 1)
-(``model.pixel_probe_weight``). A second round taught by the mixed suggestions did not help (``mix/``
-seed 1: 58.3 -> 57.9). Measured in ``docs/BENCHMARKS.md``.
+(``model.pixel_probe_weight``). A second round taught by the mixed suggestions did not help
+(``docs/BENCHMARKS.md``).
 """
 from __future__ import annotations
 
