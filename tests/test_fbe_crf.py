@@ -241,3 +241,23 @@ def test_crf_input_errors_name_the_problem():
     with pytest.raises(ValueError, match="num_labels"):
         crf(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.full((1, 2, 8, 8), 0.5), num_labels=[3])
 
+
+
+@pytest.mark.skipif(not pydensecrf_available(), reason="pydensecrf is not installed")
+def test_a_crf_started_in_the_background_gives_the_same_marginals_and_suggestion():
+    """The suggestion's CRF runs beside FBE's (a helper process): the same numbers as one after the other."""
+    from oste_core.suggest.recipe import make_suggestion, suggest
+
+    images, probs = astronaut_case(size=48)
+    crf = PydenseCRF(iters=3)
+    later = crf.probabilities_later(images, probs)
+    assert torch.equal(later(), crf.probabilities(images, probs))
+    cfg = ModelConfig(use_fbe=True)
+    maps = probs[0, 1:].clone()  # two foreground classes' CAM-like maps
+    seg_logits = torch.log(probs[0].clamp_min(1e-4))
+    pseudo, suggestion, confidence = suggest(seg_logits, maps, images, [1, 2], cfg, crf)
+    expected_pseudo = make_pseudo_labels(maps[None], images, tags_for(1, 2, num_classes=2), cfg, crf)[0]
+    expected, expected_confidence = make_suggestion(seg_logits, maps, images[0], [1, 2], expected_pseudo, cfg, crf)
+    assert torch.equal(pseudo, expected_pseudo) and torch.equal(suggestion, expected)
+    assert torch.equal(confidence, expected_confidence)
+    assert (suggestion == 1).any() and (suggestion == 0).any()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import torch
@@ -89,13 +90,18 @@ def suggest(seg_logits: Tensor, maps: Tensor, pixels: Tensor, tags: list[int], c
     ``seg_logits`` (K + 1, H, W) restricted to the tags, ``maps`` (K, h, w) from `suggestion_maps`, ``pixels``
     (1, 3, H, W) uint8, ``tags`` 1-based; ``verified`` (H, W) or None; ``corrections`` (H, W) with 255 = none
     become seeds where ``seed_descriptors`` (d, h, w) are known (the fast mode). Without FBE
-    (``cfg.use_fbe`` False) no pseudo-label pixel is kept as sure."""
+    (``cfg.use_fbe`` False) no pseudo-label pixel is kept as sure. Without seeds the suggestion's CRF does not
+    need FBE's pseudo-label, so it runs beside FBE's CRF (`DenseCRF.probabilities_later`)."""
     size = tuple(pixels.shape[-2:])
     multi_hot = tags_multi_hot(tags, maps.shape[0], pixels.device)[None]
+    if corrections is None or seed_descriptors is None:
+        crf_input = _crf_input(seg_logits, maps, pixels[0], tags, cfg, None)
+        marginals = _start_crf(crf, cfg, pixels[0], crf_input)
+        pseudo = make_pseudo_labels(maps[None], pixels, multi_hot, cfg, crf)[0]
+        suggestion, confidence = _finish(crf_input, marginals(), pseudo if cfg.use_fbe else None, verified, None)
+        return pseudo, suggestion, confidence
     pseudo = make_pseudo_labels(maps[None], pixels, multi_hot, cfg, crf)[0]
-    hints = None
-    if corrections is not None and seed_descriptors is not None:
-        hints = seed_hints(seed_descriptors, corrections, pseudo.cpu().numpy().astype(np.uint8), size)
+    hints = seed_hints(seed_descriptors, corrections, pseudo.cpu().numpy().astype(np.uint8), size)
     kept_pseudo = pseudo if cfg.use_fbe else None  # without FBE every pixel is "sure"
     suggestion, confidence = make_suggestion(seg_logits, maps, pixels[0], tags, kept_pseudo, cfg, crf, verified,
                                              hints)
@@ -123,6 +129,21 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
     verified ones and spread by their affinities before the CRF. The confidence is the CRF marginal of the
     chosen label (1 on verified and stroked pixels, at least FBE's score on kept FBE pixels).
     """
+    crf_input = _crf_input(seg_logits, cams, image_uint8, tags, cfg, seeds)
+    return _finish(crf_input, _start_crf(crf, cfg, image_uint8, crf_input)(), pseudo_label, verified, seeds)
+
+
+@dataclasses.dataclass
+class _CRFInput:
+    """What step 8's CRF reads, and what step 9 needs from before it."""
+
+    allowed: Tensor  # (L,) the labels: background, then the tags
+    scores: Tensor  # (L, H, W) FBE's scores of those labels, seeds applied
+    mixed: Tensor  # (L, H, W) the CRF's unary probabilities
+
+
+def _crf_input(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int], cfg: ModelConfig,
+               seeds: SeedHints | None) -> _CRFInput:
     height, width = image_uint8.shape[-2:]
     num_classes = cams.shape[0]
     allowed = torch.tensor([0, *sorted(set(tags))], device=seg_logits.device)
@@ -140,20 +161,32 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
         for index, label in enumerate(allowed.tolist()):
             mixed[:, stroked == label] = 0.02 / len(allowed)
             mixed[index, stroked == label] = 0.98
-    if len(allowed) > 1:
-        marginals = scaled_crf(crf, cfg, max(height, width)).probabilities(
-            image_uint8[None], mixed[None], [len(allowed)])[0].to(mixed.device)
-    else:
-        marginals = torch.ones_like(mixed)
+    return _CRFInput(allowed, scores, mixed)
+
+
+def _start_crf(crf: DenseCRF, cfg: ModelConfig, image_uint8: Tensor, crf_input: _CRFInput) -> Callable[[], Tensor]:
+    """Step 8's CRF, started (see `DenseCRF.probabilities_later`): calling the result gives its marginals."""
+    mixed = crf_input.mixed
+    if len(crf_input.allowed) <= 1:
+        return lambda: torch.ones_like(mixed)
+    height, width = image_uint8.shape[-2:]
+    later = scaled_crf(crf, cfg, max(height, width)).probabilities_later(image_uint8[None], mixed[None],
+                                                                          [len(crf_input.allowed)])
+    return lambda: later()[0].to(mixed.device)
+
+
+def _finish(crf_input: _CRFInput, marginals: Tensor, pseudo_label: Tensor | None, verified: Tensor | None,
+            seeds: SeedHints | None) -> tuple[Tensor, Tensor]:
+    """Step 9: the CRF's labels, FBE's sure pixels kept, then the strokes and a verified mask win."""
     confidence, picked = marginals.max(dim=0)
-    label = allowed[picked]
+    label = crf_input.allowed[picked]
     if pseudo_label is not None:
         sure = pseudo_label.to(label.device) != UNSURE
         if seeds is not None:  # FBE's sure pixels give way where a stroke says otherwise
             for seeded, affinity in seeds.affinity.items():
                 sure &= ~((affinity.to(label.device) > 0.5) & (pseudo_label.to(label.device) != seeded))
         label = torch.where(sure, pseudo_label.to(label.device).long(), label)
-        fbe_confidence = scores.max(dim=0).values.to(confidence.device)
+        fbe_confidence = crf_input.scores.max(dim=0).values.to(confidence.device)
         confidence = torch.where(sure, torch.maximum(confidence, fbe_confidence), confidence)
     for fixed in (None if seeds is None else seeds.labels, verified):  # strokes, then a verified mask, win
         if fixed is not None:

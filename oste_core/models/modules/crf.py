@@ -40,11 +40,12 @@ and returned as zero probability.
 from __future__ import annotations
 
 import math
+import os
 import weakref
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -94,6 +95,13 @@ class DenseCRF:
         """Mean-field marginals Q ``(B, L, H, W)`` float32 on ``probs.device`` (unused labels are 0)."""
         counts = _check_inputs(images, probs, num_labels)
         return self._infer(images, probs, counts).to(probs.device)
+
+    def probabilities_later(self, images: Tensor, probs: Tensor,
+                            num_labels: Sequence[int] | None = None) -> Callable[[], Tensor]:
+        """`probabilities`, started now and returned by calling the result: a backend that can run it beside the
+        caller's work (``PydenseCRF`` on a free core) does; the others compute it at once."""
+        marginals = self.probabilities(images, probs, num_labels)
+        return lambda: marginals
 
     def _infer(self, images: Tensor, probs: Tensor, counts: list[int]) -> Tensor:
         raise NotImplementedError
@@ -169,10 +177,41 @@ class PydenseCRF(DenseCRF):
             out[b, : counts[b]] = torch.from_numpy(q)
         return out
 
+    def probabilities_later(self, images: Tensor, probs: Tensor,
+                            num_labels: Sequence[int] | None = None) -> Callable[[], Tensor]:
+        """One image's marginals in a helper process (`background_pool`) while the caller goes on: on two cores
+        the suggestion's CRF runs beside FBE's. Without a second core, computed at once."""
+        counts = _check_inputs(images, probs, num_labels)
+        pool = background_pool()
+        if pool is None or len(counts) != 1:
+            return super().probabilities_later(images, probs, num_labels)
+        pixels = images[0].permute(1, 2, 0).contiguous().cpu().numpy()
+        job = pool.submit(pydensecrf_inference, pixels, probs[0, : counts[0]].detach().float().cpu().numpy(),
+                          self.iters, asdict(self.params))
+
+        def result() -> Tensor:
+            out = torch.zeros(probs.shape, dtype=torch.float32)
+            out[0, : counts[0]] = torch.from_numpy(job.result())
+            return out.to(probs.device)
+        return result
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+_BACKGROUND: list[Executor] = []
+
+
+def background_pool() -> Executor | None:
+    """A one-process pool (spawned once, shared) for a CRF beside the caller's work; None on a single core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2:
+        return None
+    if not _BACKGROUND:
+        _BACKGROUND.append(ProcessPoolExecutor(1, mp_context=get_context("spawn")))
+    return _BACKGROUND[0]
 
 
 class TorchDenseCRF(DenseCRF):
