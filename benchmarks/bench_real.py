@@ -9,7 +9,7 @@ suggestion's per-class IoU, and the train and predict seconds.
     python benchmarks/bench_real.py ../shared/data/real-dev/mix --seeds 0 1
     python benchmarks/bench_real.py ../shared/data/real-dev/mix --ablation
     python benchmarks/bench_real.py ../shared/data/real-dev/mix --loop          # simulated annotator
-    python benchmarks/bench_real.py DATA --set train.freeze_backbone=false     # full fine-tuning
+    python benchmarks/bench_real.py DATA --mode full                            # full fine-tuning
 
 ``--loop`` simulates an annotator after the first training: each round takes the N worst images in
 review order (most unsure pseudo-label pixels first), copies their ground truth into ``verified/`` of a
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from oste_core.config import ABLATION_VARIANTS, OSTEConfig, apply_overrides, default_config
+from oste_core.config import ABLATION_VARIANTS, TRAINING_MODES, OSTEConfig, apply_overrides, default_config
 from oste_core.data import open_folder
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_eval import RunEvaluation
@@ -52,8 +52,8 @@ def evaluate(run: Path, data: Path, device: str, exclude: set[str] = frozenset()
     return evaluation.report(predictor.problems)
 
 
-def train(data: Path, run: Path, overrides: dict, device: torch.device) -> float:
-    cfg = default_config(device.type)
+def train(data: Path, run: Path, overrides: dict, device: torch.device, mode: str = "fast") -> float:
+    cfg = default_config(device.type, mode)
     apply_overrides(cfg, {"train.device": str(device), "train.checkpoint_every": 0, **overrides})
     start = time.perf_counter()
     Trainer(cfg, data, run).run()
@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--loop-rounds", type=int, default=3)
     parser.add_argument("--update-s", type=float, default=45.0, help="budget of each incremental update")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--mode", choices=TRAINING_MODES, default="fast",
+                        help="the training mode (fast: the default; full: full fine-tuning; paper: the paper's settings)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--json", type=Path, help="also write every result here")
     parser.add_argument("--markdown", type=Path, help="also write the table, its command and machine here, as "
@@ -162,7 +164,7 @@ def run_benchmark(args: argparse.Namespace, root: Path, variants: dict, override
         for seed in args.seeds:
             run = root / f"{name.replace('+', 'plus_')}_seed{seed}"
             shutil.rmtree(run, ignore_errors=True)
-            train_s = train(args.data, run, {**variant, **overrides, "train.seed": seed}, device)
+            train_s = train(args.data, run, {**variant, **overrides, "train.seed": seed}, device, args.mode)
             start = time.perf_counter()
             report = evaluate(run, args.data, str(device))
             report.update(seed=seed, train_s=train_s, predict_s=time.perf_counter() - start,

@@ -7,6 +7,7 @@
 #
 #   bash tools/gpu_check.sh            # benchmarks + tests (STEPS may add: quality, with QUALITY_ARGS)
 #   STEPS="tests" TESTS="tests/test_engine.py" bash tools/gpu_check.sh
+#   STEPS="real" REAL_DATA=../shared/data/real-dev/mix bash tools/gpu_check.sh   # the fast mode against --full
 set -u
 export PYTHONUNBUFFERED=1 OSTE_ALLOW_DOWNLOAD=0
 OUT=${OUT:-/tmp/oste-gpu-out}
@@ -34,6 +35,12 @@ wait $build && echo "pydensecrf built" || { echo "pydensecrf build failed:"; tai
 if [[ $STEPS == *quality* ]]; then
     (cd benchmarks && timeout 300 python3 bench_quality.py --device cuda ${QUALITY_ARGS:-}) 2>&1 \
         | grep -v "^\s*$" | tail -30 | tee "$OUT/bench_quality.txt"
+fi
+if [[ $STEPS == *real* ]]; then  # REAL_DATA: a labelled folder with masks/ that travelled with the tree
+    for mode in fast full; do  # full: the paper's 10 000 iterations on CUDA (raise REAL_TIMEOUT)
+        (cd benchmarks && timeout ${REAL_TIMEOUT:-600} python3 bench_real.py "$REAL_DATA" --device cuda --mode $mode \
+            --markdown "$OUT/real_$mode.md") 2>&1 | tail -8 | tee "$OUT/bench_real_$mode.txt"
+    done
 fi
 if [[ $STEPS == *tests* ]]; then
     timeout 240 python3 -m pytest -q -p no:cacheprovider -n 8 ${TESTS:-tests} \
