@@ -43,6 +43,7 @@ import math
 import os
 import weakref
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from typing import Callable, Sequence
@@ -190,8 +191,14 @@ class PydenseCRF(DenseCRF):
                           self.iters, asdict(self.params))
 
         def result() -> Tensor:
+            try:
+                marginals = job.result()
+            except BrokenProcessPool:  # the helper could not start (a script without a __main__ guard): in-process
+                _BACKGROUND[:] = [None]
+                marginals = pydensecrf_inference(pixels, probs[0, : counts[0]].detach().float().cpu().numpy(),
+                                                 self.iters, asdict(self.params))
             out = torch.zeros(probs.shape, dtype=torch.float32)
-            out[0, : counts[0]] = torch.from_numpy(job.result())
+            out[0, : counts[0]] = torch.from_numpy(marginals)
             return out.to(probs.device)
         return result
 
@@ -201,11 +208,12 @@ class PydenseCRF(DenseCRF):
             self._pool = None
 
 
-_BACKGROUND: list[Executor] = []
+_BACKGROUND: list[Executor | None] = []  # [] not started yet, [None] unusable
 
 
 def background_pool() -> Executor | None:
-    """A one-process pool (spawned once, shared) for a CRF beside the caller's work; None on a single core."""
+    """A one-process pool (spawned once, shared) for a CRF beside the caller's work; None on a single core or
+    once it failed to start."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cores < 2:
         return None
