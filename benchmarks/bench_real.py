@@ -1,6 +1,6 @@
 """Mask quality on a real labelled folder: train, predict every image with a ground-truth mask, print one table.
 
-Trains on DATA (native layout with ``masks/``; the CPU preset unless ``--device cuda`` or ``--set``), then
+Trains on DATA (native layout with ``masks/``; the fast mode unless ``--mode`` or ``--set``), then
 evaluates on all of DATA's images that have a ground-truth mask (an annotation assistant labels the images
 it trained on). Columns: CAM, merged CAM and enhanced CAM mIoU (best background threshold), pseudo-label
 mIoU (on the labelled pixels) and coverage, segmentation and suggestion mIoU (every pixel), the

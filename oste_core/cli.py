@@ -381,8 +381,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def run_headless_demo(out_dir: str | Path, iters: int | None = None, n: int = 64) -> int:
     """What `oste-gui --demo` does without a display: demo data, train, evaluate, export.
 
-    ``iters`` defaults to 300 on a GPU and to the CPU preset's on a CPU (its fast mode: about a minute for the
-    64 demo images on two cores).
+    ``iters`` defaults to the fast mode's on every device (about a minute for the 64 demo images on two cores).
     """
     import torch
 

@@ -98,7 +98,7 @@ class TrainConfig:
     # ones first) and recomputed when needed. 0 = 4 MB per image of the folder (feature_cache.py), < 0 = no cap
     feature_cache_mb: float = 0.0
     update_lr_mult: float = 0.5  # `oste update`: constant lr = lr * this (the run's schedule has ended)
-    workers: int = 4  # data-loader processes (the CPU preset uses 0: the training step needs the cores)
+    workers: int = 4  # data-loader processes (the fast mode uses 0: the training step needs the cores)
     crf_workers: int = 0  # >0: a process pool for the pydensecrf backend
     max_side: int = 1024  # images are downscaled on load to this longest side
     checkpoint_every: int = 500

@@ -21,7 +21,7 @@ from typing import Callable
 from oste_core.config import OSTEConfig
 
 # seconds per unit relative to one feature image at the working size; iterations per image of the batch.
-# Ratios measured with the CPU preset on two quiet cores (docs/BENCHMARKS.md, Speed and ETA); measured rates
+# Ratios measured with the fast mode on two quiet cores (docs/BENCHMARKS.md, Speed and ETA); measured rates
 # replace them as each phase runs
 RELATIVE_COST = {
     "features": 1.0,  # per image: the backbone on the image and its LEM tiles

@@ -8,7 +8,7 @@ grid's merged CAM with the CAM and average over grids, which is Puzzle-CAM's rec
 grid. Like Puzzle-CAM's "masking" option, only the image's tagged classes count (absent classes are
 already driven to zero by Eq 14). MAF's theta/phi learn from ``oste_core.losses.affinity`` instead.
 
-The CPU preset (the fast mode, frozen backbone) sets its weight ``loss.w_mae`` to 0: there the 1x1 CAM
+The fast mode (frozen backbone) sets its weight ``loss.w_mae`` to 0: there the 1x1 CAM
 classifier is all this loss can move, and it lowered the CAM and the suggestion; with Eq 15 alone LEM lifts
 the enhanced CAM and the suggestion (docs/BENCHMARKS.md).
 """

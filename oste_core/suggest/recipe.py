@@ -8,9 +8,9 @@ segmentation branch generalises over the folder once it is well trained but is b
 FBE's scores follow this image's maps; the CRF snaps both to colour edges. The CRF's bilateral kernel is set
 to the image's scale (``model.suggestion_crf_sxy`` of the longest side, colour width
 ``model.suggestion_crf_srgb``) instead of psa's 80 px and 13, which were tuned on 500 px VOC photos and are
-too wide for the fast mode's working size. The CPU preset leaves the segmentation branch out (weight 0: at
+too wide for the fast mode's working size. The fast mode leaves the segmentation branch out (weight 0: at
 its budget the branch is still weak) and the background power is 2, not Eq 10's 4: both measured in
-``docs/BENCHMARKS.md`` ("How the suggestion is built").
+``docs/EXPERIMENTS.md`` ("How the suggestion is built").
 """
 from __future__ import annotations
 

@@ -187,16 +187,15 @@ class PydenseCRF(DenseCRF):
         if pool is None or len(counts) != 1:
             return super().probabilities_later(images, probs, num_labels)
         pixels = images[0].permute(1, 2, 0).contiguous().cpu().numpy()
-        job = pool.submit(pydensecrf_inference, pixels, probs[0, : counts[0]].detach().float().cpu().numpy(),
-                          self.iters, asdict(self.params))
+        job_args = (pixels, probs[0, : counts[0]].detach().float().cpu().numpy(), self.iters, asdict(self.params))
+        job = pool.submit(pydensecrf_inference, *job_args)
 
         def result() -> Tensor:
             try:
                 marginals = job.result()
             except BrokenProcessPool:  # the helper could not start (a script without a __main__ guard): in-process
                 _BACKGROUND[:] = [None]
-                marginals = pydensecrf_inference(pixels, probs[0, : counts[0]].detach().float().cpu().numpy(),
-                                                 self.iters, asdict(self.params))
+                marginals = pydensecrf_inference(*job_args)
             out = torch.zeros(probs.shape, dtype=torch.float32)
             out[0, : counts[0]] = torch.from_numpy(marginals)
             return out.to(probs.device)
