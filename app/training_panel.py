@@ -35,7 +35,7 @@ from oste_core.models.backbones import available_backbones
 
 MODE_LABELS = {"fast": "Fast (frozen backbone)", "full": "Full fine-tuning", "paper": "Paper's settings"}
 PASS_NAMES = {"features": "features", "priors": "priors", "probe": "pixel classifier",
-              "affinity": "MAF affinity"}  # progress bar labels of passes without a phase (all cached, say)
+              "affinity": "MAF affinity", "suggestions": "suggestions"}  # progress bar labels of passes without a phase (all cached, say)
 
 
 def format_duration(seconds: float) -> str:

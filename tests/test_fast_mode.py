@@ -20,6 +20,7 @@ from oste_core.engine.trainer import Trainer
 from oste_core.models.modules.crf import make_crf
 from oste_core.suggest.recipe import make_suggestion
 from oste_core.suggest.fitting import fit_pixel_probe
+from oste_core.suggest.store import STORE_DIR
 
 
 def fast_config(**overrides):
@@ -326,18 +327,22 @@ def test_predictions_are_made_at_the_prediction_scale_with_their_own_cache(own_f
     Trainer(fast_config(**{"train.iters": 2, "train.fast_predict_scale": 1.5}), own_folder, run).run()
     folder = open_folder(own_folder)
     predict_cache = run / CACHE_DIR / "x1.5"
-    predict_files = {p.name for p in predict_cache.glob(f"*{SUFFIX}")}
-    # the pixel probe's fit at the end of training made every image's prediction-scale features
-    assert len(predict_files) == len(folder.samples) == len(cache_files(run))
-    assert not predict_files & cache_files(run)
+    # the end of training stored every image's state at the prediction scale, which replaces its features there
+    assert len(list((run / STORE_DIR).glob("*.state.npz"))) == len(folder.samples) == len(cache_files(run))
+    assert not list(predict_cache.glob(f"*{SUFFIX}"))
 
     sample = folder.samples[0]
     working = max(Image.open(sample.image_path).size)
     assert working > 48  # the demo images are downscaled to the working size 48, then enlarged by 1.5
-    prediction = Predictor.from_run(run).predict_sample(folder, sample)
+    predictor = Predictor.from_run(run)
+    prediction = predictor.predict_sample(folder, sample)
     for layer in (prediction.suggestion, prediction.pseudo_label, prediction.cam[0]):
         assert max(layer.shape) == 72
-    assert {p.name for p in predict_cache.glob(f"*{SUFFIX}")} == predict_files  # read from the cache, not recomputed
+    assert not list(predict_cache.glob(f"*{SUFFIX}"))  # read from the store, no backbone pass
+    predictor.cfg.model.colocalisation_weight = 0.0  # another recipe: the stored state does not apply
+    predictor.clear_cache()
+    assert max(predictor.predict_sample(folder, sample).suggestion.shape) == 72
+    assert len(list(predict_cache.glob(f"*{SUFFIX}"))) == 1  # computed from the prediction-scale features
 
     stale = predict_cache / f"0123456789abcdef01234567{SUFFIX}"
     stale.write_bytes(b"old")
@@ -370,7 +375,8 @@ def test_a_fast_run_asked_for_the_maf_refinement_saves_it_and_the_suggestion_rea
     folder = open_folder(own_folder)
     refined, plain = _with_and_without(predictor, folder, folder.samples[0], "suggestion_maf_weight")
     assert not np.array_equal(refined.suggestion_confidence, plain.suggestion_confidence)
-    np.testing.assert_array_equal(refined.enhanced_cam, plain.enhanced_cam)  # the run's own MAF is unchanged
+    # the run's own MAF is unchanged (the plain state is stored in float16)
+    np.testing.assert_allclose(refined.enhanced_cam, plain.enhanced_cam, atol=1e-3)
     Trainer(fast_config(**refining), own_folder, run).run_update(budget_s=2.0)
     kept = torch.load(run / "model.pt", weights_only=False)["maf_refinement"]
     assert torch.equal(kept["theta.weight"], state["maf_refinement"]["theta.weight"])  # an update keeps it

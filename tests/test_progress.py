@@ -36,11 +36,12 @@ def test_a_tiny_fast_mode_training_reports_each_phase_with_the_whole_jobs_eta(ow
     events: list[TrainEvent] = []
     Trainer(cfg, own_folder, tmp_path / "run", on_event=events.append).run()
     phases = list(dict.fromkeys(e.phase for e in events if e.phase))
-    assert phases == ["features", "warm-up", "training", "priors", "pixel classifier"]
+    assert phases == ["features", "warm-up", "training", "priors", "pixel classifier", "suggestions"]
     last = {e.phase: e for e in events if e.phase}
     assert (last["features"].phase_done, last["features"].phase_total) == (12, 12)
     assert (last["warm-up"].phase_total, last["training"].phase_total) == (4, 2)
     assert last["pixel classifier"].phase_done == last["pixel classifier"].phase_total == 12
+    assert last["suggestions"].phase_done == last["suggestions"].phase_total == 12
     assert all(e.eta_s >= 0 and 0 <= e.phase_done <= e.phase_total for e in events)
     assert events[-1].kind == "done" and events[-1].eta_s == 0
     # an update of the same run: its features are cached, so the job is its time budget alone
@@ -54,7 +55,8 @@ def test_the_plan_counts_every_phase_of_the_cpu_default():
     cfg = default_config("cpu")
     job = TrainingJob(cfg, images=180, start_iter=0)
     totals = {name: phase.total for name, phase in job.phases.items()}
-    assert totals == {"features": 180, "warm-up": 300, "training": 60, "priors": 180, "pixel classifier": 180}
+    assert totals == {"features": 180, "warm-up": 300, "training": 60, "priors": 180, "pixel classifier": 180,
+                      "suggestions": 180}
     resumed = TrainingJob(cfg, images=180, start_iter=320)  # resumed past the warm-up
     assert "warm-up" not in resumed.phases and resumed.phases["training"].total == 40
     update = TrainingJob(cfg, images=180, start_iter=360, update_budget_s=45)

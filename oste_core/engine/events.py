@@ -14,7 +14,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainEvent:
-    # "start" | "features" | "progress" | "checkpoint" | "priors" | "probe" | "affinity" | "log" | "done" | "cancelled"
+    # "start" | "features" | "progress" | "checkpoint" | "priors" | "probe" | "affinity" | "suggestions" | "log" | "done" | "cancelled"
     kind: str
     iteration: int = 0
     total: int = 0

@@ -7,7 +7,8 @@ from the run's feature cache at the fast mode's working size times ``fast_predic
 use multi-scale + flip inference (Eq 2). The suggestion follows the recipe of ``oste_core/suggest``
 (``suggest/__init__.py``), with the fits a fast-mode run saved in ``model.pt`` (``suggest/state.py``); what a
 refit of the pixel classifier does not change is kept per image (`ImageState`). Results are cached (LRU)
-under a key of everything that changes them: the image, its tags, its verified mask and the run's weights.
+under a key of everything that changes them: the image, its tags, its verified mask and the run's weights;
+a run's predictor also keeps each image's state and last suggestion in the run (``suggest/store.py``).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.suggest.corrections import load_corrections
 from oste_core.suggest.recipe import mix_probe_logits, refines_maps, restrict_to_tags, suggest, suggestion_maps
 from oste_core.suggest.state import SuggestionPriors, SuggestionState
+from oste_core.suggest.store import ImageState, SuggestionStore, result_key, store_identity, weights_digest
 from oste_core.suggest.teaching import FolderTeaching, TeachingSet
 from oste_core.utils.device import pick_device
 
@@ -73,22 +75,6 @@ def _normalise_per_class(cams: torch.Tensor) -> torch.Tensor:
 def _at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(C, h, w) maps at ``size``, bilinear (as they are when already that size)."""
     return maps.float() if tuple(maps.shape[-2:]) == size else resize_maps(maps.float()[None], size)[0]
-
-
-@dataclass
-class ImageState:
-    """What a refit of the pixel classifier does not change about one image: its pixels, the network's maps (on
-    the feature grid in the fast mode), the enhanced CAM mixed with every class prior but the classifier, the
-    trained classifier's logits, the descriptors in the teaching sample's compact space (a refit's classifier
-    reads them) and what the seeds compare. ``out``: every map, kept only when the MAF refinement needs them."""
-
-    pixels: torch.Tensor  # (1, 3, H, W) uint8
-    maps: dict  # cam, merged_cam, enhanced_cam (K, h, w), seg_logits (K + 1, h, w)
-    priors_mixed: torch.Tensor | None  # (K, h, w) in [0, 1]
-    probe_logits: torch.Tensor | None  # (K + 1, h, w)
-    compact: torch.Tensor | None  # (d, h, w)
-    seed_descriptors: torch.Tensor | None  # (d or C, h, w)
-    out: dict | None
 
 
 def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -129,6 +115,9 @@ class Predictor:
         self._cache_size = cache_size
         self._states: OrderedDict[str, ImageState] = OrderedDict()  # what a refit does not change, per image
         self._compact_probe: PixelProbe | None = None  # a refit's classifier, in the teaching sample's space
+        self._probe_identity = "trained"  # what the classifier was refitted from (part of a stored result's key)
+        self.store: SuggestionStore | None = None  # set by from_run in the fast mode: every image's state and result
+        self._weights_digest = ""
         self._lock = threading.RLock()
 
     @classmethod
@@ -159,6 +148,9 @@ class Predictor:
         teaching = TeachingSet.load(run_dir) if priors.pixel_probe is not None else None
         if teaching is not None:
             predictor.teaching = FolderTeaching(teaching, len(class_names))
+        if predictor.feature_cache is not None:
+            predictor._weights_digest = weights_digest(weights)
+            predictor.store = SuggestionStore(run_dir, store_identity(predictor._weights_digest, cfg))
         return predictor
 
     @property
@@ -166,10 +158,13 @@ class Predictor:
         return len(self.class_names)
 
     def clear_cache(self) -> None:
-        """Forget every result and image state (e.g. after a change of ``cfg``)."""
+        """Forget every result and image state (e.g. after a change of ``cfg``: the run's store is then read and
+        written under the new settings)."""
         with self._lock:
             self._cache.clear()
             self._states.clear()
+            if self.store is not None:
+                self.store.identity = store_identity(self._weights_digest, self.cfg)
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, tags: list[int] | None, key: str | None = None,
@@ -182,17 +177,19 @@ class Predictor:
         ``image_path`` lets a fast-mode run reuse the image's cached features; ``key`` names the image in the
         result cache.
         """
-        cache_key = None
+        cache_key = stored_key = None
         if key is not None:
             mask_ids = tuple(None if mask is None else hashlib.sha1(mask.tobytes()).hexdigest()
                              for mask in (verified, corrections))
             cache_key = (key, None if tags is None else tuple(tags), mask_ids, self.weights_stamp,
                          self._probe_generation)
+            if tags is not None and image_path is not None:
+                stored_key = result_key(tags, mask_ids, self._probe_identity)
         with self._lock:
             if cache_key is not None and cache_key in self._cache:
                 self._cache.move_to_end(cache_key)
                 return self._cache[cache_key]
-            prediction = self._predict(image, tags, verified, image_path, corrections)
+            prediction = self._predict(image, tags, verified, image_path, corrections, stored_key)
             if cache_key is not None:
                 self._cache[cache_key] = prediction
                 while len(self._cache) > self._cache_size:
@@ -228,7 +225,8 @@ class Predictor:
         return [stages[index - 1] for index in self.model.maf_stages] if self.model.maf is not None else []
 
     def _predict(self, image: np.ndarray, tags: list[int] | None, verified: np.ndarray | None,
-                 image_path: str | Path | None, corrections: np.ndarray | None = None) -> Prediction:
+                 image_path: str | Path | None, corrections: np.ndarray | None = None,
+                 stored_key: str | None = None) -> Prediction:
         state = self._state(image, image_path)
         pixels = state.pixels
         size = tuple(pixels.shape[-2:])
@@ -243,35 +241,64 @@ class Predictor:
         seg_logits = restrict_to_tags(seg_logits, tags)
         probs = F.softmax(seg_logits, dim=0)
         confidence, seg = probs.max(dim=0)
-        if verified is not None:
-            verified = torch.from_numpy(_fit(verified, size))
-        pseudo, suggestion, suggestion_confidence = suggest(
-            seg_logits, self._state_maps(state, list(tags)), pixels, list(tags), self.cfg.model, self.crf, verified,
-            corrections, state.seed_descriptors)
+        stored = self._stored_result(image_path, stored_key)
+        if stored is None:
+            if verified is not None:
+                verified = torch.from_numpy(_fit(verified, size))
+            pseudo, suggestion, suggestion_confidence = suggest(
+                seg_logits, self._state_maps(state, list(tags)), pixels, list(tags), self.cfg.model, self.crf,
+                verified, corrections, state.seed_descriptors)
+            stored = {"pseudo_label": pseudo.to(torch.uint8).cpu().numpy(),
+                      "suggestion": suggestion.to(torch.uint8).cpu().numpy(),
+                      "suggestion_confidence": suggestion_confidence.cpu().numpy().astype(np.float32)}
+            self._store_result(image_path, stored_key, stored)
         as_np = lambda t: _normalise_per_class(_at(t, size)).cpu().numpy().astype(np.float32)  # noqa: E731
         maps = state.maps
         return Prediction(
             cam=as_np(maps["cam"]), merged_cam=as_np(maps["merged_cam"]), enhanced_cam=as_np(maps["enhanced_cam"]),
-            pseudo_label=pseudo.to(torch.uint8).cpu().numpy(), seg=seg.to(torch.uint8).cpu().numpy(),
-            confidence=confidence.cpu().numpy().astype(np.float32),
-            suggestion=suggestion.to(torch.uint8).cpu().numpy(),
-            suggestion_confidence=suggestion_confidence.cpu().numpy().astype(np.float32), tags=list(tags),
+            seg=seg.to(torch.uint8).cpu().numpy(), confidence=confidence.cpu().numpy().astype(np.float32),
+            tags=list(tags), **stored,
         )
 
+    def _stored_result(self, image_path: str | Path | None, stored_key: str | None) -> dict | None:
+        """The image's suggestion from the run's store when it was made under ``stored_key``, else None."""
+        if self.store is None or stored_key is None:
+            return None
+        return self.store.load_result(self.feature_cache.key(image_path), stored_key)
+
+    def _store_result(self, image_path: str | Path | None, stored_key: str | None, result: dict) -> None:
+        if self.store is not None and stored_key is not None and self.store.has_state(self.feature_cache.key(image_path)):
+            self.store.save_result(self.feature_cache.key(image_path), stored_key, result["suggestion"],
+                                   result["suggestion_confidence"], result["pseudo_label"])
+
     def _state(self, image: np.ndarray | None, image_path: str | Path | None) -> ImageState:
-        """The image's ``ImageState``, from the state cache when its features are cached (the fast mode)."""
+        """The image's ``ImageState`` (the fast mode: from memory, else from the run's store, else computed and
+        stored)."""
         key = self.feature_cache.key(image_path) if self.feature_cache is not None and image_path is not None else None
         with self._lock:
             if key in self._states:
                 self._states.move_to_end(key)
                 return self._states[key]
-            pixels, out = self._maps(image, image_path)
-            state = self._make_state(pixels, out)
+            state = self._stored_state(key, image, image_path)
+            if state is None:
+                pixels, out = self._maps(image, image_path)
+                state = self._make_state(pixels, out)
+                if key is not None and self.store is not None and state.storable:
+                    state = self.store.save_state(key, state)
             if key is not None:
                 self._states[key] = state
                 while len(self._states) > STATE_CACHE_SIZE:
                     self._states.popitem(last=False)
             return state
+
+    def _stored_state(self, key: str | None, image: np.ndarray | None,
+                      image_path: str | Path | None) -> ImageState | None:
+        if key is None or self.store is None or not self.store.has_state(key):
+            return None
+        if image is None:
+            image = load_image(image_path, max_side=self.max_side)
+        pixels = torch.from_numpy(np.array(self.feature_cache.working_image(image), dtype=np.uint8, copy=True))
+        return self.store.load_state(key, pixels.permute(2, 0, 1)[None].to(self.device), self.device)
 
     def _make_state(self, pixels: torch.Tensor, out: dict) -> ImageState:
         maps = {key: out[key] for key in ("cam", "merged_cam", "enhanced_cam", "seg_logits")}
@@ -282,10 +309,7 @@ class Predictor:
         every_class = list(range(1, self.num_classes + 1))
         priors_mixed = suggestion_maps(out, every_class, self.priors, self.cfg.model, use_probe=False)
         probe_logits = None if self._trained_probe is None else self._trained_probe.logits(out["descriptors"])
-        compact = None
-        if self.teaching is not None:
-            grid = out["descriptors"].shape[1:]
-            compact = self.teaching.teaching.project(out["descriptors"].flatten(1).T).T.reshape(-1, *grid)
+        compact = None if self.teaching is None else self.teaching.teaching.project_grid(out["descriptors"])
         seeds_read = compact if compact is not None else out["descriptors"]
         return ImageState(pixels, maps, priors_mixed, probe_logits, compact, seeds_read, out=None)
 
@@ -309,11 +333,13 @@ class Predictor:
         with self._lock:  # one thread at a time: the GUI's inference and export threads share the predictor
             return learn_from_user(self, folder, stems)
 
-    def set_pixel_probe(self, compact: PixelProbe | None) -> None:
-        """Use a refit's classifier (in the teaching sample's compact space), or None: the trained one again.
-        Every cached suggestion is recomputed on its next request; the images' states stay."""
+    def set_pixel_probe(self, compact: PixelProbe | None, identity: str = "trained") -> None:
+        """Use a refit's classifier (in the teaching sample's compact space), or None: the trained one again;
+        ``identity`` names what it was refitted from (a stored suggestion made with it is reused). Every cached
+        suggestion is recomputed on its next request; the images' states stay."""
         with self._lock:
             self._compact_probe = compact
+            self._probe_identity = "trained" if compact is None else identity
             self.priors.pixel_probe = self._trained_probe if compact is None else self.teaching.teaching.probe(compact)
             self._probe_generation += 1
             self._cache.clear()

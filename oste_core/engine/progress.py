@@ -2,8 +2,8 @@
 
 A job is a list of ``Phase``: a training in the fast mode is the feature pass (images whose features are not
 cached), the warm-up and the full iterations, the class priors (images), the pixel classifier (images, at the
-prediction scale) and, where on, MAF's affinity (images, then steps); an update is the feature pass and its
-time budget; ``oste predict`` / ``eval`` / ``export`` is one pass of predictions.
+prediction scale), where on, MAF's affinity (images, then steps), and every suggestion (images); an update is
+the feature pass and its time budget; ``oste predict`` / ``eval`` / ``export`` is one pass of predictions.
 
 A phase that runs is timed per unit; one that has not started is predicted from what has: its prior cost per
 unit relative to one working-size feature image (``RELATIVE_COST``, ratios measured on a two-core CPU) times
@@ -31,6 +31,7 @@ RELATIVE_COST = {
     "pixel classifier": 2.3,  # per image: features at the prediction scale (2.25x the pixels), a suggestion
     "affinity": 1.0,  # per image or step: MAF re-taught on the suggestion's pseudo-labels (not measured)
     "predictions": 2.6,  # per image: features at the prediction scale (when not cached) and a suggestion
+    "suggestions": 1.0,  # per image: a suggestion from the cached prediction-scale features, stored
 }
 DEFAULT_SPEED_S = 0.75  # seconds per feature image before anything is measured (EfficientNet-Lite0, 2 cores)
 PRIOR_UNITS = 2.0  # a running phase's rate: its measured units, plus this many at the predicted rate
@@ -155,6 +156,7 @@ class TrainingJob(JobEstimate):
                                 RELATIVE_COST["pixel classifier"]))
             if m.use_maf and m.suggestion_maf_weight > 0:
                 phases.append(Phase("affinity", images + maf_steps, RELATIVE_COST["affinity"]))
+            phases.append(Phase("suggestions", images, RELATIVE_COST["suggestions"]))
         super().__init__(phases, clock)
 
     def loop_started(self) -> None:

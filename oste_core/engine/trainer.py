@@ -36,13 +36,15 @@ from oste_core.models import OSTEModel
 from oste_core.models.modules.crf import make_crf
 from oste_core.models.modules.maf_refinement import RETEACH_STEPS
 from oste_core.suggest.corrections import has_user_labels
+from oste_core.suggest.refresh import prepare_suggestions
 from oste_core.suggest.stage_fit import SuggestionStageFit
 from oste_core.suggest.state import SuggestionState
 from oste_core.utils.device import device_description, pick_device
 from oste_core.utils.locks import FolderLock, this_program
 
 PROGRESS_EVERY_S = 1.0  # a progress event at least this often, whatever train.log_every says
-PASS_PHASES = {"features": "features", "priors": "priors", "probe": "pixel classifier", "affinity": "affinity"}
+PASS_PHASES = {"features": "features", "priors": "priors", "probe": "pixel classifier", "affinity": "affinity",
+               "suggestions": "suggestions"}
 
 
 class Trainer:
@@ -351,11 +353,28 @@ class Trainer:
                                        lambda: self.cancelled)
             suggestion = stage.fit(self._kept_suggestion)
             save_model(self.run_folder, model, self.cfg, self.folder.class_names, iteration, suggestion)
+            self._prepare_suggestions()
             self._suggest_tags()
         timings = self.timer.means() if self.timer else {}
         self.job.finish()
         self._emit(TrainEvent("done", iteration, max(iteration, self.cfg.train.iters), timings=timings,
                               message=f"finished at iteration {iteration}; model saved to {self.run_dir / FINAL_MODEL}"))
+
+    def _prepare_suggestions(self) -> None:
+        """Every photo's suggestion, stored in the run (``suggest/refresh.py``); after an update only the stale ones
+        are deleted, and the GUI or the export makes the new ones when asked."""
+        if not self.cfg.train.freeze_backbone:
+            return
+        start = time.perf_counter()
+        predict = "suggestions" in self.job.phases and not self.cancelled
+        problems = prepare_suggestions(self.run_dir, self.folder, device=str(self.device), predict=predict,
+                                       cancel=lambda: self.cancelled,
+                                       on_progress=self._pass_progress("suggestions", "suggestions", start))
+        if not predict:
+            return
+        for problem in problems:
+            self._log(problem)
+        self._log(f"made every suggestion ({len(self.folder.samples)} images) in {time.perf_counter() - start:.0f} s")
 
     def _suggest_tags(self) -> None:
         """The suggested tags of the folder's untagged images, into the run folder (``tag_suggestions.py``)."""

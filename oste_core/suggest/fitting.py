@@ -13,7 +13,6 @@ import torch
 
 from oste_core.data import LabelledFolder, Sample
 from oste_core.labels import UNSURE, tags_multi_hot
-from oste_core.models.modules.colocalisation import descriptors
 from oste_core.models.modules.fbe import make_pseudo_labels
 from oste_core.models.modules.maf import MultilevelActivationFusion
 from oste_core.models.modules.maf_refinement import RETEACH_STEPS, labels_on_cam_grid, reteach_affinity
@@ -85,24 +84,27 @@ def learn_from_user(predictor: "Predictor", folder: LabelledFolder, stems: list[
         teaching.set_user_pixels(sample.stem, version, *_user_pixels(predictor, folder, sample))
         changed = True
     if changed:
-        predictor.set_pixel_probe(teaching.fit(seed=predictor.cfg.train.seed) if teaching.user_stems else None)
+        predictor.set_pixel_probe(teaching.fit(seed=predictor.cfg.train.seed) if teaching.user_stems else None,
+                                  teaching.identity())
     return changed
 
 
 def _user_pixels(predictor: "Predictor", folder: LabelledFolder,
                  sample: Sample) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The descriptors and labels of the cells the annotator labelled in one photo (None, None: none)."""
-    features = predictor.feature_cache.get(sample.image_path)
-    stages = features.stage_list(len(predictor.model.backbone.stage_channels), predictor.device)
-    image_descriptors = descriptors(stages)
-    mask, verified = user_labels(folder.root, sample.stem, sample.verified_mask,
-                                 tuple(features.image_uint8.shape[-2:]), predictor.num_classes)
+    """The compact descriptors and labels of the cells the annotator labelled in one photo (None, None: none),
+    read from the photo's state (``ImageState``: stored in the run, no backbone pass)."""
+    state = predictor._state(None, sample.image_path)
+    compact = state.compact
+    if compact is None:  # the MAF refinement's states keep every map instead
+        compact = predictor.teaching.teaching.project_grid(state.out["descriptors"])
+    mask, verified = user_labels(folder.root, sample.stem, sample.verified_mask, tuple(state.pixels.shape[-2:]),
+                                 predictor.num_classes)
     if mask is None:
         return None, None
-    cells = torch.from_numpy(labels_on_grid(mask, tuple(image_descriptors.shape[1:]),
+    cells = torch.from_numpy(labels_on_grid(mask, tuple(compact.shape[1:]),
                                             min_share=0.5 if verified else 0.01)).long()
     keep = cells != UNSURE
-    return image_descriptors[:, keep].T, cells[keep]
+    return compact[:, keep].T, cells[keep]
 
 
 @torch.no_grad()

@@ -1,4 +1,8 @@
-"""The refresh after a correction: refit the folder pixel classifier, then re-predict every suggestion.
+"""Every suggestion ready after training, and the refresh after a correction: refit the folder pixel classifier,
+then re-predict every suggestion.
+
+    training ends -> prepare_suggestions                    every photo's suggestion made once and stored in the
+                                                            run (``store.py``): the export and the GUI read them
 
     correction saved (verified mask or sparse strokes)
       -> Predictor.learn_from_user(folder, changed stems)   refit from teaching.pt + the annotator's pixels
@@ -14,6 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Callable
+
+from pathlib import Path
 
 from oste_core.data import ImageLoadError, LabelledFolder
 from oste_core.engine.predictor import Prediction, Predictor
@@ -68,3 +74,34 @@ def refresh_suggestions(predictor: Predictor, folder: LabelledFolder, changed: l
         if on_prediction is not None:
             on_prediction(stem, prediction)
     return RefreshReport(refit, refit_s, refreshed, time.perf_counter() - start, cancelled, problems)
+
+
+def prepare_suggestions(run_dir: str | Path, folder: LabelledFolder, device: str = "auto", predict: bool = True,
+                        on_progress: Callable[[int, int], None] | None = None,
+                        cancel: Callable[[], bool] | None = None) -> list[str]:
+    """Delete the run's stored suggestions of older weights; with ``predict``, make every photo's suggestion with
+    the run's saved weights (after the annotator's pixels, as an export does), keep it in the run's store, and
+    delete the prediction-scale features the stored states replace. Returns the problems (unreadable images);
+    nothing to do outside the fast mode."""
+    predictor = Predictor.from_run(run_dir, device=device)
+    if predictor.store is None:
+        return []
+    predictor.store.prune()
+    if not predict:
+        return []
+    predictor.learn_from_user(folder)
+    problems = []
+    for done, sample in enumerate(folder.samples, start=1):
+        if cancel is not None and cancel():
+            break
+        try:
+            predictor.predict_sample(folder, sample)
+        except ImageLoadError as exc:
+            problems.append(str(exc))
+        if on_progress is not None:
+            on_progress(done, len(folder.samples))
+    cache = predictor.feature_cache
+    for sample in folder.samples:
+        if sample.image_path.is_file() and predictor.store.has_state(cache.key(sample.image_path)):
+            cache.file(sample.image_path).unlink(missing_ok=True)
+    return problems

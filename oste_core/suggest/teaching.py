@@ -9,6 +9,7 @@ fit on the stored sample; no photo is read again except the corrected ones, once
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,10 @@ class TeachingSet:
         """``(N, C)`` descriptors in the compact space ``(N, d)``."""
         return ((descriptors.float().cpu() - self.mean) / self.std) @ self.basis
 
+    def project_grid(self, descriptors: Tensor) -> Tensor:
+        """``(C, h, w)`` descriptors of one image in the compact space ``(d, h, w)``."""
+        return self.project(descriptors.flatten(1).T).T.reshape(-1, *descriptors.shape[1:])
+
     def probe(self, compact: PixelProbe) -> PixelProbe:
         """A classifier fitted in the compact space as one on the descriptors (``PixelProbe.probabilities``)."""
         scaled = compact.weight / compact.std  # (K + 1, d)
@@ -97,16 +102,23 @@ class FolderTeaching:
         held = self._user.get(stem)
         return held is not None and held[0] == version
 
-    def set_user_pixels(self, stem: str, version: object, descriptors: Tensor | None, labels: Tensor | None) -> None:
-        """The annotator's pixels of one photo (``None``: it has none any more)."""
-        if descriptors is None or labels is None or len(labels) == 0:
+    def set_user_pixels(self, stem: str, version: object, compact: Tensor | None, labels: Tensor | None) -> None:
+        """The annotator's pixels of one photo, their descriptors in the compact space (``None``: it has none
+        any more)."""
+        if compact is None or labels is None or len(labels) == 0:
             self._user.pop(stem, None)
         else:
-            self._user[stem] = (version, self.teaching.project(descriptors).half(), labels.long().cpu())
+            self._user[stem] = (version, compact.half().cpu(), labels.long().cpu())
 
     @property
     def user_stems(self) -> list[str]:
         return sorted(self._user)
+
+    def identity(self) -> str:
+        """What a refit is made from (the photos with annotator pixels and their versions): a refit from the
+        same is the same classifier (``fit`` is seeded)."""
+        held = sorted((stem, repr(version)) for stem, (version, _, _) in self._user.items())
+        return hashlib.sha1(repr(held).encode()).hexdigest()[:16]
 
     def fit(self, seed: int = 0) -> PixelProbe | None:
         """The classifier, in the compact space (``TeachingSet.probe`` turns it into one on the descriptors),
