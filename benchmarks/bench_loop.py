@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from bench_real import scratch_copy, train
-from oste_core.config import default_config
+from oste_core.config import apply_overrides, default_config
 from oste_core.data import LabelledFolder, load_mask, open_folder
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.run_eval import RunEvaluation
@@ -114,10 +114,20 @@ def evaluate(predictor: Predictor, folder: LabelledFolder, predictions: dict, sk
     return evaluation.report()
 
 
-def folder_gain(run: Path, data: Path, mode: str, per_round: int, rounds: int, device: str) -> list[dict]:
+def run_predictor(run: Path, device: str, settings: list[str]) -> Predictor:
+    """The run's predictor with ``settings`` (``KEY=VALUE``, e.g. a suggestion setting) applied."""
+    predictor = Predictor.from_run(run, device=device)
+    if settings:
+        apply_overrides(predictor.cfg, settings)
+        predictor.clear_cache()
+    return predictor
+
+
+def folder_gain(run: Path, data: Path, mode: str, per_round: int, rounds: int, device: str,
+                settings: list[str]) -> list[dict]:
     """One row per round (round 0: before any correction); see the module docstring."""
     folder = open_folder(data)
-    predictor = Predictor.from_run(run, device=device)
+    predictor = run_predictor(run, device, settings)
     predictions: dict = {}
     report = refresh_suggestions(predictor, folder, on_prediction=predictions.__setitem__)
     touched: set[str] = set()
@@ -154,10 +164,11 @@ def folder_gain(run: Path, data: Path, mode: str, per_round: int, rounds: int, d
     return rows
 
 
-def clicks_per_image(run: Path, data: Path, max_clicks: int, limit: int | None, device: str) -> dict:
+def clicks_per_image(run: Path, data: Path, max_clicks: int, limit: int | None, device: str,
+                     settings: list[str]) -> dict:
     """NoC at each threshold, per class, the share never reaching it and the seconds per click."""
     folder = open_folder(data)
-    predictor = Predictor.from_run(run, device=device)
+    predictor = run_predictor(run, device, settings)
     samples = [s for s in folder.samples if s.gt_mask is not None][:limit]
     needed = {t: [] for t in THRESHOLDS}
     per_class = {t: {} for t in THRESHOLDS}
@@ -230,6 +241,8 @@ def main() -> None:
     parser.add_argument("--no-clicks", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (training)")
+    parser.add_argument("--predict-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override of the run's predictor (e.g. model.suggestion_label_bias=false)")
     parser.add_argument("--keep", type=Path, help="keep the runs and scratch folders here")
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -244,9 +257,10 @@ def main() -> None:
                 seconds = train(args.data, run, {**overrides, "train.seed": seed}, device)
                 print(f"seed {seed}: trained in {seconds:.0f} s", flush=True)
             gains = {mode: folder_gain(run, scratch_copy(args.data, root / f"data_{mode}"), mode, args.per_round,
-                                       args.rounds, str(device)) for mode in args.modes.split(",")}
+                                       args.rounds, str(device), args.predict_set)
+                     for mode in args.modes.split(",")}
             clicks = {} if args.no_clicks else clicks_per_image(run, args.data, args.max_clicks, args.click_images,
-                                                                str(device))
+                                                                str(device), args.predict_set)
             print_tables(args.data, default_config(device.type).train.seed if seed is None else seed, gains, clicks,
                          device)
     finally:

@@ -5,7 +5,7 @@ settings, ``FeatureCache.key``):
 
     <run>-<photo>.state.npz       its ``ImageState``: what a refit of the pixel classifier does not change
                                    (the network's maps, the prior-mixed maps, the trained classifier's logits,
-                                   the compact descriptors a refit and the seeds read), float16
+                                   the compact descriptors a refit and the seeds read), 8 or 16 bits
     <run>-<photo>.result.npz     its last suggestion, FBE pseudo-label and their key (tags, verified mask,
                                    corrections, the classifier's refit): reused while the key is the same
 
@@ -32,8 +32,10 @@ from oste_core.utils.io import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 STORE_DIR = "suggestions"
-FORMAT_VERSION = 1
 MAP_NAMES = ("cam", "merged_cam", "enhanced_cam", "seg_logits")
+DESCRIPTORS = ("compact", "seed_descriptors")  # stored in int8, a scale per channel (a step of 1/127 of its peak)
+UNIT_MAPS = ("priors_mixed",)  # in [0, 1]: stored in uint8
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -78,9 +80,36 @@ def result_key(tags: list[int], mask_ids: tuple, probe_identity: str) -> str:
     return hashlib.sha1(repr((FORMAT_VERSION, tuple(tags), mask_ids, probe_identity)).encode()).hexdigest()[:20]
 
 
+def _pack(name: str, value: torch.Tensor) -> dict[str, np.ndarray]:
+    """One (C, h, w) map for the store: descriptors in int8 with a scale per channel, maps in [0, 1] in uint8,
+    logits in float16."""
+    if name in DESCRIPTORS:
+        scale = value.flatten(1).abs().amax(dim=1).clamp_min(1e-6)[:, None, None] / 127
+        return {f"{name}.int8": torch.round(value / scale).to(torch.int8).numpy(), f"{name}.scale": scale.numpy()}
+    if name in UNIT_MAPS:
+        return {f"{name}.uint8": torch.round(value.clamp(0, 1) * 255).to(torch.uint8).numpy()}
+    return {name: value.half().numpy()}
+
+
+def _unpack(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """``_pack``'s arrays as float32 tensors on ``device``, by map name."""
+    tensors = {}
+    for key, value in arrays.items():
+        name, _, kind = key.partition(".")
+        if kind == "scale":
+            continue
+        tensor = torch.from_numpy(value).to(device).float()
+        if kind == "int8":
+            tensor = tensor * torch.from_numpy(arrays[f"{name}.scale"]).to(device)
+        elif kind == "uint8":
+            tensor = tensor / 255
+        tensors[name] = tensor
+    return tensors
+
+
 def _state(arrays: dict[str, np.ndarray], pixels: torch.Tensor, device: torch.device) -> ImageState:
     """An ``ImageState`` from its stored arrays (float32 on ``device``)."""
-    tensors = {name: torch.from_numpy(value).to(device).float() for name, value in arrays.items()}
+    tensors = _unpack(arrays, device)
     compact = tensors.get("compact")
     return ImageState(pixels, {name: tensors[name] for name in MAP_NAMES}, tensors["priors_mixed"],
                       tensors.get("probe_logits"), compact,
@@ -106,13 +135,16 @@ class SuggestionStore:
         return None if arrays is None else _state(arrays, pixels, device)
 
     def save_state(self, photo_key: str, state: ImageState) -> ImageState:
-        """Store a state (``storable``); the state as it will be read back (float16 values), so that a photo's
-        suggestion is the same computed now or after a restart."""
+        """Store a state (``storable``); the state as it will be read back (``_pack``'s precision), so that a
+        photo's suggestion is the same computed now or after a restart."""
         parts = {**state.maps, "priors_mixed": state.priors_mixed, "probe_logits": state.probe_logits,
                  "compact": state.compact}
         if state.compact is None:
             parts["seed_descriptors"] = state.seed_descriptors
-        arrays = {name: value.detach().half().cpu().numpy() for name, value in parts.items() if value is not None}
+        arrays = {}
+        for name, value in parts.items():
+            if value is not None:
+                arrays.update(_pack(name, value.detach().float().cpu()))
         self._save(self._file(photo_key, "state"), arrays)
         return _state(arrays, state.pixels, state.pixels.device)
 
