@@ -169,7 +169,9 @@ def clicks_per_image(run: Path, data: Path, max_clicks: int, limit: int | None, 
     """NoC at each threshold, per class, the share never reaching it and the seconds per click."""
     folder = open_folder(data)
     predictor = run_predictor(run, device, settings)
-    samples = [s for s in folder.samples if s.gt_mask is not None][:limit]
+    samples = [s for s in folder.samples if s.gt_mask is not None]
+    if limit is not None and limit < len(samples):  # evenly spread over the folder (its sources, its classes)
+        samples = [samples[round(i * len(samples) / limit)] for i in range(limit)]
     needed = {t: [] for t in THRESHOLDS}
     per_class = {t: {} for t in THRESHOLDS}
     seconds = []
@@ -237,12 +239,13 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-clicks", type=int, default=20)
-    parser.add_argument("--click-images", type=int, help="clicks on the first N images only (default: all)")
+    parser.add_argument("--click-images", type=int, help="clicks on N images evenly spread over the folder "
+                                                         "(default: all)")
     parser.add_argument("--no-clicks", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (training)")
     parser.add_argument("--predict-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override of the run's predictor (e.g. model.suggestion_label_bias=false)")
+                        help="config override of the run's predictor (e.g. model.pixel_probe_weight=0.3)")
     parser.add_argument("--keep", type=Path, help="keep the runs and scratch folders here")
     args = parser.parse_args()
     device = pick_device(args.device)

@@ -43,7 +43,6 @@ class ModelConfig:
     seg_head_dim: int = 128
     suggestion_seg_weight: float = 0.5  # full-mask suggestion: seg probabilities vs FBE scores (suggest/recipe.py)
     suggestion_gamma: float = 2.0  # the suggestion's background power (Eq 10's gamma; FBE's seeds keep `gamma`)
-    suggestion_label_bias: bool = True  # learn a bias per label of the suggestion's CRF from the annotator's pixels
     suggestion_crf_sxy: float = 0.125  # the suggestion CRF's bilateral width, a fraction of the longest side
     suggestion_crf_srgb: float = 8.0  # the suggestion CRF's colour width (FBE's Eq 11 CRF keeps psa's 80 px / 13)
     colocalisation_weight: float = 0.7  # fast mode: share of the DDT objectness in the suggestion (colocalisation.py)

@@ -116,7 +116,6 @@ class Predictor:
         self._states: OrderedDict[str, ImageState] = OrderedDict()  # what a refit does not change, per image
         self._compact_probe: PixelProbe | None = None  # a refit's classifier, in the teaching sample's space
         self._probe_identity = "trained"  # what the classifier was refitted from (part of a stored result's key)
-        self.label_bias: torch.Tensor | None = None  # the CRF's bias per label, from the same refit (calibration.py)
         self.store: SuggestionStore | None = None  # set by from_run in the fast mode: every image's state and result
         self._weights_digest = ""
         self._lock = threading.RLock()
@@ -248,7 +247,7 @@ class Predictor:
                 verified = torch.from_numpy(_fit(verified, size))
             pseudo, suggestion, suggestion_confidence = suggest(
                 seg_logits, self._state_maps(state, list(tags)), pixels, list(tags), self.cfg.model, self.crf,
-                verified, corrections, state.seed_descriptors, self.label_bias)
+                verified, corrections, state.seed_descriptors)
             stored = {"pseudo_label": pseudo.to(torch.uint8).cpu().numpy(),
                       "suggestion": suggestion.to(torch.uint8).cpu().numpy(),
                       "suggestion_confidence": suggestion_confidence.cpu().numpy().astype(np.float32)}
@@ -341,7 +340,6 @@ class Predictor:
         with self._lock:
             self._compact_probe = compact
             self._probe_identity = "trained" if compact is None else identity
-            self.label_bias = None  # refitted with the classifier (``fitting.learn_from_user``)
             self.priors.pixel_probe = self._trained_probe if compact is None else self.teaching.teaching.probe(compact)
             self._probe_generation += 1
             self._cache.clear()

@@ -21,17 +21,17 @@ from typing import Callable
 from oste_core.config import OSTEConfig
 
 # seconds per unit relative to one feature image at the working size; iterations per image of the batch.
-# Ratios measured with the fast mode on two quiet cores (docs/BENCHMARKS.md, Speed and ETA); measured rates
-# replace them as each phase runs
+# Ratios measured with the fast mode on two quiet cores (mix/, 2026-12-04: docs/BENCHMARKS.md, Speed and ETA);
+# measured rates replace them as each phase runs
 RELATIVE_COST = {
     "features": 1.0,  # per image: the backbone on the image and its LEM tiles
-    "warm-up": 0.07,  # per image of the batch: the 1x1 CAM classifier on cached features
-    "training": 0.42,  # per image of the batch: MAF, FBE with its CRF, the segmentation head, the energy loss
-    "priors": 0.3,  # per image: the co-localisation fit's forward and descriptor statistics
-    "pixel classifier": 2.3,  # per image: features at the prediction scale (2.25x the pixels), a suggestion
+    "warm-up": 0.03,  # per image of the batch: the 1x1 CAM classifier on cached features
+    "training": 0.6,  # per image of the batch: MAF, FBE with its CRF, the segmentation head, the energy loss
+    "priors": 0.13,  # per image: the co-localisation fit's forward and descriptor statistics
+    "pixel classifier": 3.2,  # per image: features at the prediction scale (2.25x the pixels), a suggestion
     "affinity": 1.0,  # per image or step: MAF re-taught on the suggestion's pseudo-labels (not measured)
     "predictions": 2.6,  # per image: features at the prediction scale (when not cached) and a suggestion
-    "suggestions": 1.0,  # per image: a suggestion from the cached prediction-scale features, stored
+    "suggestions": 1.8,  # per image: a suggestion from the cached prediction-scale features, stored
 }
 DEFAULT_SPEED_S = 0.75  # seconds per feature image before anything is measured (EfficientNet-Lite0, 2 cores)
 PRIOR_UNITS = 2.0  # a running phase's rate: its measured units, plus this many at the predicted rate

@@ -21,6 +21,7 @@ The recipe, per image (``recipe.py``, called by the predictor)::
 The fits of steps 2-5 are made once at the end of a fast-mode training (``stage_fit.py``, the probe and the
 MAF over ``fitting.py``) and saved in ``model.pt`` (``state.py``). The annotator's side: the sparse
 corrections' files (``corrections.py``), the pixel classifier's teaching sample (``teaching.py``), its refit
-after a correction (``fitting.learn_from_user``) and the refresh of every suggestion (``refresh.py``). The
-paper modules each step uses stay in ``oste_core/models/modules``.
+after a correction (``fitting.learn_from_user``), every photo's state and suggestion kept in the run
+(``store.py``) and the refresh of every suggestion (``refresh.py``). The paper modules each step uses stay in
+``oste_core/models/modules``.
 """

@@ -3,14 +3,12 @@ annotator's pixels, and the opt-in MAF re-teaching. Each reads a ``Predictor`` o
 
     after training:  fit_pixel_probe        every photo's suggestion (no classifier yet) -> classifier + teaching.pt
                      teach_maf_refinement   FBE on the prior-mixed maps -> a re-taught MAF (opt-in)
-    after a correction: learn_from_user     teaching.pt + verified masks + corrections -> refitted classifier,
-                                            then the CRF's label bias (calibration.py)
+    after a correction: learn_from_user     teaching.pt + verified masks + corrections -> refitted classifier
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 import torch
 
 from oste_core.data import LabelledFolder, Sample
@@ -20,8 +18,7 @@ from oste_core.models.modules.maf import MultilevelActivationFusion
 from oste_core.models.modules.maf_refinement import RETEACH_STEPS, labels_on_cam_grid, reteach_affinity
 from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
 from oste_core.suggest.corrections import user_label_version, user_labels
-from oste_core.suggest.calibration import MAX_PHOTOS, bias_sample, fit_label_bias
-from oste_core.suggest.recipe import crf_unaries, make_suggestion, restrict_to_tags, suggestion_maps
+from oste_core.suggest.recipe import make_suggestion, restrict_to_tags, suggestion_maps
 from oste_core.suggest.seeds import labels_on_grid
 from oste_core.suggest.teaching import TeachingSet
 
@@ -89,30 +86,7 @@ def learn_from_user(predictor: "Predictor", folder: LabelledFolder, stems: list[
     if changed:
         predictor.set_pixel_probe(teaching.fit(seed=predictor.cfg.train.seed) if teaching.user_stems else None,
                                   teaching.identity())
-        if predictor.cfg.model.suggestion_label_bias:  # with the refitted classifier's unaries
-            stems = teaching.recent_user_stems(MAX_PHOTOS)
-            parts = [_bias_sample(predictor, folder, folder.find(stem)) for stem in stems]
-            predictor.label_bias = fit_label_bias([p for p in parts if p is not None], predictor.num_classes + 1)
     return changed
-
-
-def _bias_sample(predictor: "Predictor", folder: LabelledFolder, sample: Sample):
-    """One corrected photo's part of the label bias's fit (``calibration.py``): its CRF unaries and its
-    annotator pixels."""
-    state = predictor._state(None, sample.image_path)
-    size = tuple(state.pixels.shape[-2:])
-    mask, _ = user_labels(folder.root, sample.stem, sample.verified_mask, size, predictor.num_classes)
-    if mask is None:
-        return None
-    painted = {int(v) for v in np.unique(mask) if 0 < v <= predictor.num_classes}
-    tags = sorted(set(folder.tag_indices(sample)) | painted)
-    seg_logits = state.maps["seg_logits"].float()
-    if tuple(seg_logits.shape[-2:]) != size:
-        seg_logits = torch.nn.functional.interpolate(seg_logits[None], size=size, mode="bilinear",
-                                                     align_corners=False)[0]
-    allowed, mixed = crf_unaries(restrict_to_tags(seg_logits, tags), predictor._state_maps(state, tags),
-                                 state.pixels[0], tags, predictor.cfg.model)
-    return bias_sample(allowed, mixed, torch.from_numpy(mask).long(), seed=predictor.cfg.train.seed)
 
 
 def _user_pixels(predictor: "Predictor", folder: LabelledFolder,

@@ -29,7 +29,6 @@ from oste_core.models.modules.crf import DenseCRF
 from oste_core.models.modules.fbe import EPS, fbe_scores, make_pseudo_labels
 from oste_core.models.modules.maf_refinement import refine_maps
 from oste_core.models.modules.pixel_probe import mix_probabilities, restricted_softmax
-from oste_core.suggest.calibration import apply_label_bias
 from oste_core.suggest.seeds import SeedHints, apply_hints, seed_hints
 from oste_core.suggest.state import SuggestionPriors
 
@@ -85,19 +84,18 @@ def restrict_to_tags(seg_logits: Tensor, tags: list[int]) -> Tensor:
 @torch.no_grad()
 def suggest(seg_logits: Tensor, maps: Tensor, pixels: Tensor, tags: list[int], cfg: ModelConfig, crf: DenseCRF,
             verified: Tensor | None = None, corrections: np.ndarray | None = None,
-            seed_descriptors: Tensor | None = None, label_bias: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+            seed_descriptors: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Steps 6-9 for one image: ``(pseudo_label, suggestion, confidence)``, each (H, W).
 
     ``seg_logits`` (K + 1, H, W) restricted to the tags, ``maps`` (K, h, w) from `suggestion_maps`, ``pixels``
     (1, 3, H, W) uint8, ``tags`` 1-based; ``verified`` (H, W) or None; ``corrections`` (H, W) with 255 = none
     become seeds where ``seed_descriptors`` (d, h, w) are known (the fast mode). Without FBE
     (``cfg.use_fbe`` False) no pseudo-label pixel is kept as sure. Without seeds the suggestion's CRF does not
-    need FBE's pseudo-label, so it runs beside FBE's CRF (`DenseCRF.probabilities_later`). ``label_bias``
-    (K + 1,): the annotator-taught bias of step 8's unaries (``calibration.py``)."""
+    need FBE's pseudo-label, so it runs beside FBE's CRF (`DenseCRF.probabilities_later`)."""
     size = tuple(pixels.shape[-2:])
     multi_hot = tags_multi_hot(tags, maps.shape[0], pixels.device)[None]
     if corrections is None or seed_descriptors is None:
-        crf_input = _crf_input(seg_logits, maps, pixels[0], tags, cfg, None, label_bias)
+        crf_input = _crf_input(seg_logits, maps, pixels[0], tags, cfg, None)
         marginals = _start_crf(crf, cfg, pixels[0], crf_input)
         pseudo = make_pseudo_labels(maps[None], pixels, multi_hot, cfg, crf)[0]
         suggestion, confidence = _finish(crf_input, marginals(), pseudo if cfg.use_fbe else None, verified, None)
@@ -106,7 +104,7 @@ def suggest(seg_logits: Tensor, maps: Tensor, pixels: Tensor, tags: list[int], c
     hints = seed_hints(seed_descriptors, corrections, pseudo.cpu().numpy().astype(np.uint8), size)
     kept_pseudo = pseudo if cfg.use_fbe else None  # without FBE every pixel is "sure"
     suggestion, confidence = make_suggestion(seg_logits, maps, pixels[0], tags, kept_pseudo, cfg, crf, verified,
-                                             hints, label_bias)
+                                             hints)
     return pseudo, suggestion, confidence
 
 
@@ -122,17 +120,16 @@ def scaled_crf(crf: DenseCRF, cfg: ModelConfig, longest_side: int) -> DenseCRF:
 @torch.no_grad()
 def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int], pseudo_label: Tensor | None,
                     cfg: ModelConfig, crf: DenseCRF, verified: Tensor | None = None,
-                    seeds: SeedHints | None = None, label_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                    seeds: SeedHints | None = None) -> tuple[Tensor, Tensor]:
     """Steps 8-9: the suggestion ``(H, W)`` long in {0} + ``tags`` and its confidence ``(H, W)`` float in [0, 1].
 
     ``seg_logits`` (K+1, H, W) and ``cams`` (K, h, w) of one image, ``image_uint8`` (3, H, W), ``tags``
     1-based class indices, ``pseudo_label`` (H, W) with 255 = unsure (None: keep no FBE pixel),
     ``verified`` (H, W) or None, ``seeds``: the annotator's strokes (``seeds.py``): their pixels are kept like
-    verified ones and spread by their affinities before the CRF; ``label_bias`` (K + 1,) weighs the CRF's
-    unaries (``calibration.py``). The confidence is the CRF marginal of the chosen label (1 on verified and
-    stroked pixels, at least FBE's score on kept FBE pixels).
+    verified ones and spread by their affinities before the CRF. The confidence is the CRF marginal of the
+    chosen label (1 on verified and stroked pixels, at least FBE's score on kept FBE pixels).
     """
-    crf_input = _crf_input(seg_logits, cams, image_uint8, tags, cfg, seeds, label_bias)
+    crf_input = _crf_input(seg_logits, cams, image_uint8, tags, cfg, seeds)
     return _finish(crf_input, _start_crf(crf, cfg, image_uint8, crf_input)(), pseudo_label, verified, seeds)
 
 
@@ -146,7 +143,7 @@ class _CRFInput:
 
 
 def _crf_input(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int], cfg: ModelConfig,
-               seeds: SeedHints | None, label_bias: Tensor | None = None) -> _CRFInput:
+               seeds: SeedHints | None) -> _CRFInput:
     height, width = image_uint8.shape[-2:]
     num_classes = cams.shape[0]
     allowed = torch.tensor([0, *sorted(set(tags))], device=seg_logits.device)
@@ -158,21 +155,13 @@ def _crf_input(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list
         scores = apply_hints(scores, allowed.to(scores.device), seeds)
     fbe_probs = scores / scores.sum(dim=0, keepdim=True).clamp_min(EPS)
     weight = cfg.suggestion_seg_weight
-    mixed = apply_label_bias(weight * seg_probs + (1.0 - weight) * fbe_probs.to(seg_probs.device), allowed, label_bias)
+    mixed = weight * seg_probs + (1.0 - weight) * fbe_probs.to(seg_probs.device)
     if seeds is not None:  # the stroked pixels enter the CRF as near-certain labels
         stroked = seeds.labels.to(mixed.device)
         for index, label in enumerate(allowed.tolist()):
             mixed[:, stroked == label] = 0.02 / len(allowed)
             mixed[index, stroked == label] = 0.98
     return _CRFInput(allowed, scores, mixed)
-
-
-def crf_unaries(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int],
-                cfg: ModelConfig) -> tuple[Tensor, Tensor]:
-    """Step 8's labels (L,) and unary probabilities (L, H, W) without seeds or a label bias (what
-    ``calibration.fit_label_bias`` fits the bias on)."""
-    crf_input = _crf_input(seg_logits, cams, image_uint8, tags, cfg, None)
-    return crf_input.allowed, crf_input.mixed
 
 
 def _start_crf(crf: DenseCRF, cfg: ModelConfig, image_uint8: Tensor, crf_input: _CRFInput) -> Callable[[], Tensor]:

@@ -114,12 +114,6 @@ class FolderTeaching:
     def user_stems(self) -> list[str]:
         return sorted(self._user)
 
-    def recent_user_stems(self, limit: int) -> list[str]:
-        """The ``limit`` photos whose annotator pixels changed last (their files' modification times)."""
-        def changed_at(stem: str) -> int:
-            return max((time for time in self._user[stem][0] if time is not None), default=0)
-        return sorted(self._user, key=changed_at)[-limit:]
-
     def identity(self) -> str:
         """What a refit is made from (the photos with annotator pixels and their versions): a refit from the
         same is the same classifier (``fit`` is seeded)."""
