@@ -186,3 +186,19 @@ def test_bench_loop_runs_on_a_tiny_folder(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Folder gain, verify" in result.stdout and "Folder gain, strokes" in result.stdout
     assert "| 85% |" in result.stdout and "| 1 | 2 |" in result.stdout
+
+
+def test_a_click_does_not_pull_unsure_cells_that_look_like_another_label():
+    """FBE leaves most cells unsure: they move to a click's label only when it is their nearest prototype."""
+    descriptors = torch.zeros(2, 8, 8)
+    descriptors[0, :, :4] = 1.0  # the left half looks like label 1
+    descriptors[1, :, 4:] = 1.0  # the right half like background
+    current = np.full((8, 8), UNSURE, np.uint8)
+    current[:2, :4] = 1  # FBE is sure of a little of each
+    current[:2, 4:] = 0
+    click = np.full((8, 8), UNSURE, np.uint8)
+    click[6, 6] = 0  # a background click in the unsure right half
+    hints = seed_hints(descriptors, click, current, (8, 8), reach=10.0)
+    affinity = hints.affinity[0]
+    assert float(affinity[5:, 4:].min()) > 0.45  # unsure cells like the click: as near its label as the click
+    assert float(affinity[5:, :4].max()) < 0.01  # unsure cells like label 1 stay with it

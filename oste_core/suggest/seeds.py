@@ -3,7 +3,8 @@
 A stroke says "these pixels are label L". The image's suggestion keeps them, and spreads them to the
 pixels that look like them: for each stroked label, the mean of its seed cells' descriptors (unit length,
 ``colocalisation.descriptors``) is compared with every cell's; a cell closer to that prototype than to the
-prototype of the label it has now (from the current suggestion, seeds left out) moves towards L, the more
+prototype of the label it has now (from the current pseudo-label, seeds left out; an unsure cell: the nearest
+label's prototype) moves towards L, the more
 the nearer it is to a seed of L (a Gaussian of ``reach`` times the image's longest side). ``SeedHints``
 carries the stroked pixels and these affinities; ``recipe.make_suggestion`` raises L's score by them, lowers the
 others', and the dense CRF then snaps the result to the image's edges. Costs one matrix product per image.
@@ -79,6 +80,10 @@ def seed_hints(image_descriptors: Tensor, seeds: np.ndarray, current: np.ndarray
     for label, prototype in current_prototypes.items():
         cells = current_flat == label
         similarity_now[cells] = prototype @ flat[:, cells]
+    unlabelled = current_flat == UNSURE  # FBE's unsure cells: the nearest label now, not none
+    if current_prototypes and unlabelled.any():
+        prototypes = torch.stack(list(current_prototypes.values()))
+        similarity_now[unlabelled] = (prototypes @ flat[:, unlabelled]).amax(dim=0)
     cell_count = float(max(grid))
     affinity = {}
     for label, prototype in seed_prototypes.items():
