@@ -209,7 +209,8 @@ def test_train_uses_the_fast_mode_says_so_and_prints_each_phase_with_its_eta(dem
     out = capsys.readouterr().out
     assert "the fast mode" in out and "--full" in out
     phases = re.findall(r"^\[ *[\d a-z]+\] (.+) \d+/\d+, ETA ", out, flags=re.M)  # not a terminal: plain lines
-    assert list(dict.fromkeys(phases)) == ["features", "warm-up", "training", "priors", "pixel classifier"]
+    assert list(dict.fromkeys(phases)) == ["features", "warm-up", "training", "priors", "pixel classifier",
+                                          "suggestions"]
     assert "total time:" in out
     cfg = OSTEConfig.load(run / "config.yaml")
     assert cfg.loss.seg_warmup_iters == 5 * 4 // 6  # the warm-up leaves a sixth of a short schedule to the heads
