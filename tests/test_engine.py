@@ -31,8 +31,9 @@ def test_run_folder_holds_config_classes_versions_metrics_and_model(demo_folder,
     assert [e.iteration for e in progress] == [1, 2, 3, 4]
     assert all(np.isfinite(e.losses["total"]) and e.images_per_s > 0 for e in progress)
     assert {"cls", "tile", "mae", "seg", "energy", "total"} <= set(progress[-1].losses)
-    for name in ("config.yaml", "classes.txt", "versions.json", "metrics.jsonl", "checkpoint.pt", "model.pt"):
+    for name in ("config.yaml", "classes.txt", "versions.json", "metrics.jsonl", "model.pt"):
         assert (run / name).exists(), name
+    assert not (run / "checkpoint.pt").exists()  # a finished run resumes from model.pt
     assert (run / "classes.txt").read_text().split() == open_folder(demo_folder).class_names
     assert "torch" in json.loads((run / "versions.json").read_text())
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4

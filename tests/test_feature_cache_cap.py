@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_config
 from oste_core.data import open_folder
 from oste_core.engine.feature_cache import (AUTO_MB_PER_IMAGE, CACHE_DIR, SUFFIX, FeatureCache, backbone_identity,
-                                            cache_cap_mb)
+                                            cache_cap_mb, pack, unpack)
 from oste_core.engine.predictor import Predictor
 from oste_core.engine.trainer import Trainer
 from oste_core.engine.run_folder import RunFolder
@@ -49,6 +49,19 @@ def test_a_file_read_back_holds_the_same_features_and_not_the_image(demo_folder,
     assert file.suffix == SUFFIX and not any("image" in name for name in np.load(file).files)
     read = make_cache(tmp_path, model).get(image)  # a new cache: nothing in memory, so from the file
     assert same_features(computed, read)
+
+
+@pytest.mark.parametrize("bits, signed, step", [(8, False, 1 / 255), (4, False, 1 / 15), (8, True, 1 / 127)])
+def test_packed_features_are_within_about_half_a_step_of_each_channels_peak(bits, signed, step):
+    features = torch.rand(3, 5, 7) * torch.tensor([1.0, 20.0, 0.01])[:, None, None]  # an odd count: two nibbles a byte
+    if signed:
+        features = features - 0.5 * features.amax()
+    packed = pack(features, bits=bits)
+    restored = unpack(packed, torch.device("cpu"))
+    peak = features.abs().flatten(1).amax(dim=1)[:, None, None]
+    assert restored.shape == features.shape
+    assert ((restored - features).abs() <= peak * step * 0.65).all()  # half a step, the float16 scale's rounding
+    assert (("int8" if signed else "uint8" if bits == 8 else "uint4") in packed)
 
 
 def test_the_cap_keeps_the_most_recently_used_files_and_a_miss_is_recomputed(demo_folder, tmp_path, model):

@@ -1,4 +1,4 @@
-"""A run's weights on disk: ``checkpoint.pt`` (resume), ``model.pt`` (the predictor's, with the suggestion
+"""A run's weights on disk: ``checkpoint.pt`` (resume a stopped run), ``model.pt`` (the predictor's, with the suggestion
 stage's fits: ``suggest/state.py``), how an update reloads a run, and what makes a run reproducible (the
 package versions it records, the seeds)."""
 from __future__ import annotations
@@ -60,8 +60,17 @@ def save_checkpoint(run_folder: RunFolder, model: OSTEModel, optimizer: torch.op
 
 def load_checkpoint(run_folder: RunFolder, model: OSTEModel, optimizer: torch.optim.Optimizer,
                     device: torch.device, log: Callable[[str], None]) -> int:
-    """Resume ``model`` and ``optimizer`` from ``checkpoint.pt``; its iteration (0 when there is none yet)."""
+    """Resume ``model`` and ``optimizer`` from ``checkpoint.pt``; its iteration (0 when there is none yet). A
+    finished run keeps no checkpoint (`drop_checkpoint`): it resumes from ``model.pt`` with a new optimiser state."""
     path = run_folder.file(CHECKPOINT)
+    if not path.exists() and run_folder.is_finished():
+        try:
+            state = run_folder.load_weights(run_folder.file(FINAL_MODEL), device)
+            model.load_state_dict(state["model"])
+        except (RunError, RuntimeError, KeyError) as exc:
+            raise TrainingError(f"cannot resume from this run: {exc}") from exc
+        log(f"resumed the finished run from {FINAL_MODEL} at iteration {state['iteration']} (the optimiser starts anew)")
+        return int(state["iteration"])
     if not path.exists():  # stopped (killed, disk full) before its first checkpoint; cached features are kept
         log(f"{path}: no checkpoint yet; the run starts again from iteration 0")
         return 0
@@ -83,6 +92,13 @@ def save_model(run_folder: RunFolder, model: OSTEModel, cfg: OSTEConfig, class_n
     payload = {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": class_names,
                "iteration": iteration}
     run_folder.save_weights(FINAL_MODEL, suggestion.add_to(payload))
+
+
+def drop_checkpoint(run_folder: RunFolder) -> None:
+    """Delete ``checkpoint.pt`` once ``model.pt`` holds the finished run: its weights are there, and its optimiser
+    state (as large again as the heads) only serves a resume, which starts from ``model.pt`` instead."""
+    if run_folder.is_finished():
+        run_folder.file(CHECKPOINT).unlink(missing_ok=True)
 
 
 def load_run_settings(run_folder: RunFolder, cfg: OSTEConfig, folder: LabelledFolder) -> OSTEConfig:

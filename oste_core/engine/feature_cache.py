@@ -5,11 +5,11 @@ heads and MAF read, and the last stage of every LEM tile) are the same at every 
 computed once per image at the working size (longest side ``train.fast_max_side``), stored as one file
 per image under ``<run>/features/``, and the heads (CAM classifier, MAF projections,
 segmentation head) train on them: an iteration costs the heads, FBE and the losses, not the backbone.
-Non-negative maps (the last stage and the tiles: after ReLU / ReLU6) are stored as uint8 with a float16
-scale per channel (a step of 1/255 of the channel's maximum), the others in float16, in a deflate-compressed
-``.npz`` (most uint8 values are 0); the working-size image itself is not stored but decoded again from its
-file (the same pixels). About 1.4 MB for a 320 x 240 photo with EfficientNet-Lite0 and both LEM grids
-(5.5 MB uncompressed), 2.5 MB at the prediction scale 1.5.
+Each map has a float16 scale per channel: the last stage (after ReLU6) is stored in uint8 steps of 1/255 of
+the channel's maximum, the LEM tiles (two thirds of the bytes) in 4-bit steps of 1/15, the other stages (signed)
+in int8 steps of 1/127 of the channel's largest magnitude, in a deflate-compressed ``.npz``; the working-size
+image itself is not stored but decoded again from its file (the same pixels). About 0.8 MB for a 320 x 240
+photo with EfficientNet-Lite0 and both LEM grids (5.5 MB uncompressed), 0.5 MB at the prediction scale 1.5.
 
 ``features/`` is bounded by ``train.feature_cache_mb`` (``cache_cap_mb``): past it, the least recently used
 files are deleted, the prediction-scale ones first, and recomputed when needed again (lossless, it only
@@ -23,8 +23,10 @@ disk can fail) is logged, deleted and recomputed. Before the first new file is w
 checked against its size times the images still to cache (`plan`); a disk full then or later raises
 `DiskFullError`, and the run stays resumable (the files written so far are kept).
 
-The predictor's cache (``scale`` = ``train.fast_predict_scale``) holds the same features of the working-size
-image enlarged by that factor, in ``<run>/features/x<scale>/``: predictions are made there.
+The predictor's cache (``scale`` = ``train.fast_predict_scale``) holds the same stage features of the working-size
+image enlarged by that factor, in ``<run>/features/x<scale>/``: predictions are made there. It keeps no LEM tiles
+(``grids`` empty): the predictor merges the working-size tiles, which cost a third of the backbone's time at that
+scale and measure the same (``docs/EXPERIMENTS.md``, 2026-12-04).
 """
 from __future__ import annotations
 
@@ -52,10 +54,11 @@ from oste_core.utils.io import atomic_write_bytes, is_disk_full
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "features"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 DISK_FULL_HINT = ("the run folder is kept: free some space (a run's features/ folder can be deleted: it is rebuilt), "
                   "then resume the run or update it again")
 SUFFIX = ".npz"
+TILE_BITS = 4  # LEM tile features: 4 bits move their CAMs by about 1.5% (L2) and halve their files
 AUTO_MB_PER_IMAGE = 4.0  # train.feature_cache_mb = 0: this many MB per image (both scales of a 320 px photo fit)
 
 
@@ -66,19 +69,32 @@ def cache_cap_mb(feature_cache_mb: float, images: int) -> float:
     return feature_cache_mb if feature_cache_mb > 0 else AUTO_MB_PER_IMAGE * max(images, 1)
 
 
-def pack(features: Tensor) -> dict[str, Tensor]:
-    """(C, h, w) features for storage: uint8 + per-channel scale when non-negative, else float16."""
+def pack(features: Tensor, bits: int = 8) -> dict[str, Tensor]:
+    """(C, h, w) features for storage, with a float16 scale per channel: non-negative ones in ``bits`` (8 or 4,
+    two values a byte) unsigned steps of the channel's maximum, the others in int8 steps of its largest magnitude."""
     if float(features.min()) < 0:
-        return {"half": features.half().cpu()}
+        scale = features.flatten(-2).abs().amax(dim=-1).clamp_min(1e-6)[..., None, None]
+        return {"int8": torch.round(features / scale * 127).to(torch.int8).cpu(), "scale": scale.half().cpu()}
     scale = features.flatten(-2).amax(dim=-1).clamp_min(1e-6)[..., None, None]
-    return {"uint8": torch.round(features / scale * 255).to(torch.uint8).cpu(), "scale": scale.half().cpu()}
+    steps = torch.round(features / scale * (2**bits - 1)).to(torch.uint8).cpu()
+    if bits == 8:
+        return {"uint8": steps, "scale": scale.half().cpu()}
+    flat = steps.flatten()
+    flat = torch.cat([flat, flat.new_zeros(flat.numel() % 2)])
+    return {"uint4": flat[0::2] << 4 | flat[1::2], "shape": torch.tensor(steps.shape), "scale": scale.half().cpu()}
 
 
 def unpack(packed: dict[str, Tensor], device: torch.device) -> Tensor:
     """float32 features from ``pack``'s dict."""
-    if "half" in packed:
-        return packed["half"].to(device).float()
-    return packed["uint8"].to(device).float() * (packed["scale"].to(device).float() / 255)
+    scale = packed["scale"].to(device).float()
+    if "int8" in packed:
+        return packed["int8"].to(device).float() * (scale / 127)
+    if "uint8" in packed:
+        return packed["uint8"].to(device).float() * (scale / 255)
+    shape = [int(side) for side in packed["shape"]]
+    nibbles = packed["uint4"].to(device)
+    steps = torch.stack([nibbles >> 4, nibbles & 15], dim=1).flatten()[: math.prod(shape)].reshape(shape)
+    return steps.float() * (scale / 15)
 
 
 @dataclass
@@ -102,8 +118,9 @@ class FeatureCache:
 
     def __init__(self, run_dir: str | Path, model: OSTEModel, backbone_id: str, max_side: int, load_max_side: int,
                  device: torch.device, keep_in_memory_mb: float = 2048.0, scale: float = 1.0,
-                 cap_mb: float = math.inf) -> None:
+                 cap_mb: float = math.inf, grids: tuple[int, ...] | None = None) -> None:
         self.scale = float(scale)
+        self.grids = tuple(model.lem_grids) if grids is None else tuple(grids)  # the LEM grids whose tiles are kept
         self.root = Path(run_dir) / CACHE_DIR  # the cap counts every scale's files under it
         self.directory = self.root
         self.cap_bytes = cap_mb * 2**20
@@ -116,7 +133,7 @@ class FeatureCache:
         self.stages = sorted(set(model.maf_stages) | {len(model.backbone.stage_channels)})
         settings = {
             "version": FORMAT_VERSION, "backbone": backbone_id, "output_stride": model.backbone.output_stride,
-            "max_side": max_side, "load_max_side": load_max_side, "grids": list(model.lem_grids), "stages": self.stages,
+            "max_side": max_side, "load_max_side": load_max_side, "grids": list(self.grids), "stages": self.stages,
         }
         if self.scale != 1.0:
             settings["scale"] = self.scale
@@ -251,13 +268,13 @@ class FeatureCache:
         try:
             with reuse_folded_weights():
                 stages = backbone(x)
-                tiles = {n: backbone(image_tiles(x, n, self.model.feature_stride))[-1] for n in self.model.lem_grids}
+                tiles = {n: backbone(image_tiles(x, n, self.model.feature_stride))[-1] for n in self.grids}
         finally:
             backbone.train(was_training)
         return ImageFeatures(
             image_uint8=pixels.clone(),
             stages={s: pack(stages[s - 1][0]) for s in self.stages},
-            tiles={n: pack(t) for n, t in tiles.items()},
+            tiles={n: pack(t, bits=TILE_BITS) for n, t in tiles.items()},
         )
 
     def prune(self, keep: set[str]) -> int:

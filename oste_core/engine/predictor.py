@@ -100,14 +100,21 @@ class Predictor:
         self.problems: list[str] = []
         self.weights_stamp = weights_stamp  # part of every cache key: an updated run predicts anew
         self.feature_cache = None
+        self.tile_cache = None  # the working-size features whose LEM tiles the prediction scale merges
         self.priors = priors or SuggestionPriors()  # fast mode: the fits saved with the weights (suggest/state.py)
         if cfg.train.freeze_backbone:
             cache_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="oste-features-"))
             images = RunFolder(run_dir).load_json(DATA).get("images") if run_dir is not None else None
             cap = math.inf if images is None else cache_cap_mb(cfg.train.feature_cache_mb, images)  # the run's cap
-            self.feature_cache = FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
-                                              cfg.train.max_side, device, keep_in_memory_mb=256.0,
-                                              scale=cfg.train.fast_predict_scale, cap_mb=cap)
+            def cache(scale: float, grids: tuple[int, ...] | None, memory_mb: float) -> FeatureCache:
+                return FeatureCache(cache_dir, model, backbone_identity(cfg.model), cfg.train.fast_max_side,
+                                    cfg.train.max_side, device, keep_in_memory_mb=memory_mb, scale=scale, cap_mb=cap,
+                                    grids=grids)
+
+            scale = cfg.train.fast_predict_scale
+            self.feature_cache = cache(scale, None if scale == 1.0 else (), 256.0)
+            if model.lem_grids and scale != 1.0:
+                self.tile_cache = cache(1.0, None, 0.0)
         self._trained_probe = self.priors.pixel_probe  # the probe as trained, before any annotator pixel
         self.teaching: FolderTeaching | None = None  # set by from_run when the run kept its teaching sample
         self._probe_generation = 0  # part of every cache key: a refit predicts anew
@@ -203,15 +210,21 @@ class Predictor:
             pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(self.device)
             return pixels, self.model.infer_cams(self.model.backbone.normalise(pixels), scales=self.scales, flip=True)
         if image_path is None:
-            return self._feature_maps(self.feature_cache.compute(self.feature_cache.working_image(image)))
-        return self._feature_maps(self.feature_cache.get(image_path))
+            features = self.feature_cache.compute(self.feature_cache.working_image(image))
+            tiles = None if self.tile_cache is None else self.tile_cache.compute(self.tile_cache.working_image(image))
+        else:
+            features = self.feature_cache.get(image_path)
+            tiles = None if self.tile_cache is None else self.tile_cache.get(image_path)
+        return self._feature_maps(features, tiles)
 
-    def _feature_maps(self, features) -> tuple[torch.Tensor, dict]:
-        """``_maps`` from an image's cached backbone features (the fast mode), on the feature grid."""
+    def _feature_maps(self, features, tiles=None) -> tuple[torch.Tensor, dict]:
+        """``_maps`` from an image's cached backbone features (the fast mode), on the feature grid; the LEM tiles
+        are ``tiles``' (the working size's) when given, else ``features``'."""
         pixels = features.image_uint8[None].to(self.device)
         size = tuple(pixels.shape[-2:])
         stages = features.stage_list(len(self.model.backbone.stage_channels), self.device)
-        out = self.model.forward_features(stages, features.tile_batch(self.device), size)
+        tiled = features if tiles is None else tiles
+        out = self.model.forward_features(stages, tiled.tile_batch(self.device), tuple(tiled.image_uint8.shape[-2:]))
         maps = {key: out[key] for key in ("cam", "enhanced_cam", "seg_logits")}
         maps["merged_cam"] = out["merged_cam"] if "merged_cam" in out else torch.zeros_like(out["cam"])
         maps = {key: value[0].float() for key, value in maps.items()}

@@ -8,7 +8,7 @@
 | ``data.json`` | the labelled folder trained on, its layout and image count |
 | ``problems.txt`` | images skipped and other folder problems |
 | ``metrics.jsonl`` | one JSON line per progress report: iteration, lr, losses, images/s |
-| ``checkpoint.pt`` | latest weights + optimizer state (resume) |
+| ``checkpoint.pt`` | latest weights + optimizer state (resume); deleted once ``model.pt`` is saved |
 | ``model.pt`` | final weights, config and classes (what the predictor loads) |
 | ``features/`` | the fast mode's cached backbone features (``feature_cache.py``) |
 
@@ -93,7 +93,8 @@ def damaged_message(path: Path, reason: str) -> str:
         action = (f"delete it and resume the run (oste train DATA --out {run} --resume, or Resume in the GUI) to "
                   f"save it again from {CHECKPOINT} (updates made since the training ended are lost)")
     elif path.name == FINAL_MODEL:
-        action = "delete it and train the run again"
+        action = (f"delete it and train the run again (oste train DATA --out {run} --resume, or Resume in the GUI: "
+                  "the cached features are reused)")
     elif path.name == CHECKPOINT:
         action = f"delete it: --resume then starts the run again from iteration 0 ({FINAL_MODEL}, if any, is not affected)"
     elif path.name == CONFIG:

@@ -24,8 +24,8 @@ from oste_core.config import OSTEConfig
 from oste_core.data import LabelledFolder, Sample, open_folder, validate_images
 from oste_core.data.priors import read_priors
 from oste_core.engine import distributed as dist_utils
-from oste_core.engine.checkpoints import (load_checkpoint, load_run_settings, load_weights, package_versions,
-                                          save_checkpoint, save_model, seed_everything)
+from oste_core.engine.checkpoints import (drop_checkpoint, load_checkpoint, load_run_settings, load_weights,
+                                          package_versions, save_checkpoint, save_model, seed_everything)
 from oste_core.engine.events import PhaseTimer, TrainEvent, TrainingError
 from oste_core.engine.feature_cache import FeatureCache, backbone_identity, cache_cap_mb
 from oste_core.engine.progress import JobEstimate, TrainingJob
@@ -353,6 +353,7 @@ class Trainer:
                                        lambda: self.cancelled)
             suggestion = stage.fit(self._kept_suggestion)
             save_model(self.run_folder, model, self.cfg, self.folder.class_names, iteration, suggestion)
+            drop_checkpoint(self.run_folder)
             self._prepare_suggestions()
             self._suggest_tags()
         timings = self.timer.means() if self.timer else {}

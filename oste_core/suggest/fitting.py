@@ -28,9 +28,15 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]
 
 
-def _grid_maps(predictor: "Predictor", sample: Sample) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """The sample's pixels, maps and segmentation logits at the pixels' size."""
+def _grid_maps(predictor: "Predictor", sample: Sample,
+               working_size: bool = False) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """The sample's pixels, maps and segmentation logits at the pixels' size; ``working_size``: the pixels brought
+    back from the prediction scale to the working size (area average)."""
     pixels, out = predictor._maps(None, sample.image_path)
+    scale = predictor.cfg.train.fast_predict_scale
+    if working_size and scale > 1:
+        size = tuple(max(1, round(side / scale)) for side in pixels.shape[-2:])
+        pixels = torch.nn.functional.interpolate(pixels.float(), size=size, mode="area").round().to(torch.uint8)
     size = tuple(pixels.shape[-2:])
     seg_logits = out["seg_logits"].float()
     if tuple(seg_logits.shape[-2:]) != size:
@@ -45,7 +51,9 @@ def fit_pixel_probe(predictor: "Predictor", folder: LabelledFolder, samples: lis
                     cancel: Callable[[], bool] | None = None) -> tuple[PixelProbe, TeachingSet] | None:
     """The folder pixel classifier (``pixel_probe.py``) fitted on the suggestions (without a classifier) of
     ``samples`` (default: the folder's), verified masks included, and the sample it was taught from
-    (``teaching.py``). None without the fast mode, if cancelled or with nothing to learn."""
+    (``teaching.py``). None without the fast mode, if cancelled or with nothing to learn. The suggestions are made
+    at the working size, not the prediction scale: the classifier reads one label per descriptor cell, and the
+    CRF costs the pixels' count."""
     if predictor.feature_cache is None:
         return None
     samples = folder.samples if samples is None else samples
@@ -53,7 +61,7 @@ def fit_pixel_probe(predictor: "Predictor", folder: LabelledFolder, samples: lis
     for done, sample in enumerate(samples, start=1):
         if cancel is not None and cancel():
             return None
-        pixels, out, seg_logits = _grid_maps(predictor, sample)
+        pixels, out, seg_logits = _grid_maps(predictor, sample, working_size=True)
         verified = predictor._verified_at(sample, tuple(pixels.shape[-2:]))
         tags = folder.tag_indices(sample)
         maps = suggestion_maps(out, tags, predictor.priors, predictor.cfg.model, use_probe=False)

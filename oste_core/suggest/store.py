@@ -5,7 +5,7 @@ settings, ``FeatureCache.key``):
 
     <run>-<photo>.state.npz       its ``ImageState``: what a refit of the pixel classifier does not change
                                    (the network's maps, the prior-mixed maps, the trained classifier's logits,
-                                   the compact descriptors a refit and the seeds read), 8 or 16 bits
+                                   the compact descriptors a refit and the seeds read), 8 bits
     <run>-<photo>.result.npz     its last suggestion, FBE pseudo-label and their key (tags, verified mask,
                                    corrections, the classifier's refit): reused while the key is the same
 
@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 
 STORE_DIR = "suggestions"
 MAP_NAMES = ("cam", "merged_cam", "enhanced_cam", "seg_logits")
-DESCRIPTORS = ("compact", "seed_descriptors")  # stored in int8, a scale per channel (a step of 1/127 of its peak)
+SIGNED = ("compact", "seed_descriptors", "seg_logits", "probe_logits")  # int8, a step of 1/127 of each channel's peak
 UNIT_MAPS = ("priors_mixed",)  # in [0, 1]: stored in uint8
-FORMAT_VERSION = 2
+SHOWN_MAPS = ("cam", "merged_cam", "enhanced_cam")  # only shown, each class scaled to its peak: uint8 of that
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -81,14 +82,17 @@ def result_key(tags: list[int], mask_ids: tuple, probe_identity: str) -> str:
 
 
 def _pack(name: str, value: torch.Tensor) -> dict[str, np.ndarray]:
-    """One (C, h, w) map for the store: descriptors in int8 with a scale per channel, maps in [0, 1] in uint8,
-    logits in float16."""
-    if name in DESCRIPTORS:
+    """One (C, h, w) map for the store: descriptors and logits in int8 with a scale per channel, maps in [0, 1] in
+    uint8, the CAMs (shown scaled to each class's peak, negative values as 0) in uint8 of their peak."""
+    if name in SIGNED:
         scale = value.flatten(1).abs().amax(dim=1).clamp_min(1e-6)[:, None, None] / 127
         return {f"{name}.int8": torch.round(value / scale).to(torch.int8).numpy(), f"{name}.scale": scale.numpy()}
-    if name in UNIT_MAPS:
+    if name in SHOWN_MAPS:
+        value = value.clamp_min(0)
+        value = value / value.flatten(1).amax(dim=1).clamp_min(1e-6)[:, None, None]
+    if name in UNIT_MAPS or name in SHOWN_MAPS:
         return {f"{name}.uint8": torch.round(value.clamp(0, 1) * 255).to(torch.uint8).numpy()}
-    return {name: value.half().numpy()}
+    raise ValueError(f"the suggestion store does not know the map {name!r}")
 
 
 def _unpack(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
