@@ -18,7 +18,7 @@ from oste_core.models.modules.maf import MultilevelActivationFusion
 from oste_core.models.modules.maf_refinement import RETEACH_STEPS, labels_on_cam_grid, reteach_affinity
 from oste_core.models.modules.pixel_probe import PixelProbe, PixelProbeFit
 from oste_core.suggest.corrections import user_label_version, user_labels
-from oste_core.suggest.recipe import make_suggestion, restrict_to_tags, suggestion_maps
+from oste_core.suggest.recipe import make_suggestion_later, restrict_to_tags, suggestion_maps
 from oste_core.suggest.seeds import labels_on_grid
 from oste_core.suggest.teaching import TeachingSet
 
@@ -28,15 +28,9 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]
 
 
-def _grid_maps(predictor: "Predictor", sample: Sample,
-               working_size: bool = False) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """The sample's pixels, maps and segmentation logits at the pixels' size; ``working_size``: the pixels brought
-    back from the prediction scale to the working size (area average)."""
+def _grid_maps(predictor: "Predictor", sample: Sample) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """The sample's pixels, maps and segmentation logits at the pixels' size."""
     pixels, out = predictor._maps(None, sample.image_path)
-    scale = predictor.cfg.train.fast_predict_scale
-    if working_size and scale > 1:
-        size = tuple(max(1, round(side / scale)) for side in pixels.shape[-2:])
-        pixels = torch.nn.functional.interpolate(pixels.float(), size=size, mode="area").round().to(torch.uint8)
     size = tuple(pixels.shape[-2:])
     seg_logits = out["seg_logits"].float()
     if tuple(seg_logits.shape[-2:]) != size:
@@ -51,25 +45,34 @@ def fit_pixel_probe(predictor: "Predictor", folder: LabelledFolder, samples: lis
                     cancel: Callable[[], bool] | None = None) -> tuple[PixelProbe, TeachingSet] | None:
     """The folder pixel classifier (``pixel_probe.py``) fitted on the suggestions (without a classifier) of
     ``samples`` (default: the folder's), verified masks included, and the sample it was taught from
-    (``teaching.py``). None without the fast mode, if cancelled or with nothing to learn. The suggestions are made
-    at the working size, not the prediction scale: the classifier reads one label per descriptor cell, and the
-    CRF costs the pixels' count."""
+    (``teaching.py``). None without the fast mode, if cancelled or with nothing to learn. Each photo's CRF runs
+    beside the next photo's maps."""
     if predictor.feature_cache is None:
         return None
     samples = folder.samples if samples is None else samples
     fit = PixelProbeFit(predictor.num_classes)
+    pending: list[tuple[Callable, torch.Tensor, int]] = []  # the previous photo, its CRF running meanwhile
+
+    def add_pending() -> None:
+        suggestion_of, descriptors, image = pending.pop()
+        fit.add(descriptors, *suggestion_of(), image=image)
+
     for done, sample in enumerate(samples, start=1):
         if cancel is not None and cancel():
             return None
-        pixels, out, seg_logits = _grid_maps(predictor, sample, working_size=True)
+        pixels, out, seg_logits = _grid_maps(predictor, sample)
         verified = predictor._verified_at(sample, tuple(pixels.shape[-2:]))
         tags = folder.tag_indices(sample)
         maps = suggestion_maps(out, tags, predictor.priors, predictor.cfg.model, use_probe=False)
-        suggestion, confidence = make_suggestion(restrict_to_tags(seg_logits, tags), maps, pixels[0], tags, None,
-                                                 predictor.cfg.model, predictor.crf, verified)
-        fit.add(out["descriptors"], suggestion, confidence, image=done - 1)
+        started = make_suggestion_later(restrict_to_tags(seg_logits, tags), maps, pixels[0], tags, None,
+                                        predictor.cfg.model, predictor.crf, verified)
+        if pending:
+            add_pending()
+        pending.append((started, out["descriptors"], done - 1))
         if on_progress is not None:
             on_progress(done, len(samples))
+    if pending:
+        add_pending()
     probe, kept = fit.result(), fit.sample()
     if probe is None or kept is None:
         return None

@@ -129,8 +129,17 @@ def make_suggestion(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags:
     verified ones and spread by their affinities before the CRF. The confidence is the CRF marginal of the
     chosen label (1 on verified and stroked pixels, at least FBE's score on kept FBE pixels).
     """
+    return make_suggestion_later(seg_logits, cams, image_uint8, tags, pseudo_label, cfg, crf, verified, seeds)()
+
+
+def make_suggestion_later(seg_logits: Tensor, cams: Tensor, image_uint8: Tensor, tags: list[int],
+                          pseudo_label: Tensor | None, cfg: ModelConfig, crf: DenseCRF, verified: Tensor | None = None,
+                          seeds: SeedHints | None = None) -> Callable[[], tuple[Tensor, Tensor]]:
+    """`make_suggestion` with its CRF started (on a free core: `DenseCRF.probabilities_later`); calling the result
+    gives the suggestion and its confidence, so that a pass over a folder computes the next photo meanwhile."""
     crf_input = _crf_input(seg_logits, cams, image_uint8, tags, cfg, seeds)
-    return _finish(crf_input, _start_crf(crf, cfg, image_uint8, crf_input)(), pseudo_label, verified, seeds)
+    marginals = _start_crf(crf, cfg, image_uint8, crf_input)
+    return lambda: _finish(crf_input, marginals(), pseudo_label, verified, seeds)
 
 
 @dataclasses.dataclass
