@@ -25,13 +25,13 @@ from oste_core.config import OSTEConfig
 # measured rates replace them as each phase runs
 RELATIVE_COST = {
     "features": 1.0,  # per image: the backbone on the image and its LEM tiles
-    "warm-up": 0.03,  # per image of the batch: the 1x1 CAM classifier on cached features
+    "warm-up": 0.04,  # per image of the batch: the 1x1 CAM classifier on cached features
     "training": 0.6,  # per image of the batch: MAF, FBE with its CRF, the segmentation head, the energy loss
-    "priors": 0.13,  # per image: the co-localisation fit's forward and descriptor statistics
-    "pixel classifier": 3.2,  # per image: features at the prediction scale (2.25x the pixels), a suggestion
+    "priors": 0.1,  # per image: the co-localisation fit's forward and descriptor statistics
+    "pixel classifier": 1.85,  # per image: features at the prediction scale (2.25x the pixels, no tiles), a suggestion
     "affinity": 1.0,  # per image or step: MAF re-taught on the suggestion's pseudo-labels (not measured)
-    "predictions": 2.6,  # per image: features at the prediction scale (when not cached) and a suggestion
-    "suggestions": 1.8,  # per image: a suggestion from the cached prediction-scale features, stored
+    "predictions": 2.0,  # per image: features at the prediction scale (when not cached) and a suggestion
+    "suggestions": 1.5,  # per image: a suggestion from the cached prediction-scale features, stored
 }
 DEFAULT_SPEED_S = 0.75  # seconds per feature image before anything is measured (EfficientNet-Lite0, 2 cores)
 PRIOR_UNITS = 2.0  # a running phase's rate: its measured units, plus this many at the predicted rate
