@@ -116,7 +116,8 @@ class TrainingPanel(QWidget):
         self.stop_button = QPushButton(icon("fa5s.stop", "#c62828"), "Stop")
         self.stop_button.setToolTip("Stop after the current iteration; the last checkpoint is kept")
         self.resume_button = QPushButton(icon("fa5s.redo-alt"), "Resume")
-        self.resume_button.setToolTip("Continue the selected run from its checkpoint up to Iterations")
+        self.resume_button.setToolTip("Continue the selected run up to Iterations, from its checkpoint (a finished run: "
+                                      "from its model)")
         self.update_button = QPushButton(icon("fa5s.sync-alt", "#1565c0"), "Update")
         self.update_button.setToolTip("Continue the selected run for a short time, learning from your verified "
                                       "masks; the suggestions refresh when it ends")

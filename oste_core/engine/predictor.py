@@ -36,7 +36,7 @@ from oste_core.labels import UNSURE, clean_labels
 from oste_core.models import OSTEModel
 from oste_core.models.modules.cam import resize_maps
 from oste_core.models.modules.colocalisation import descriptors
-from oste_core.models.modules.crf import make_crf
+from oste_core.models.modules.crf import background_pool, make_crf
 from oste_core.models.modules.pixel_probe import PixelProbe
 from oste_core.suggest.corrections import load_corrections
 from oste_core.suggest.recipe import mix_probe_logits, refines_maps, restrict_to_tags, suggest, suggestion_maps
@@ -95,6 +95,8 @@ class Predictor:
         self.class_names = class_names
         self.device = device
         self.crf = make_crf(cfg.model.crf_backend, iters=cfg.model.crf_iters, device=device)
+        if self.crf.backend == "pydensecrf":
+            background_pool()  # the helper process of the suggestion's CRF starts while the run loads
         self.scales = tuple(cfg.model.cam_scales)
         self.max_side = cfg.train.max_side
         self.problems: list[str] = []

@@ -188,7 +188,11 @@ class PydenseCRF(DenseCRF):
             return super().probabilities_later(images, probs, num_labels)
         pixels = images[0].permute(1, 2, 0).contiguous().cpu().numpy()
         job_args = (pixels, probs[0, : counts[0]].detach().float().cpu().numpy(), self.iters, asdict(self.params))
-        job = pool.submit(pydensecrf_inference, *job_args)
+        try:
+            job = pool.submit(pydensecrf_inference, *job_args)
+        except BrokenProcessPool:  # the helper died or could not start: in-process from now on
+            _BACKGROUND[:] = [None]
+            return super().probabilities_later(images, probs, num_labels)
 
         def result() -> Tensor:
             try:
@@ -217,7 +221,9 @@ def background_pool() -> Executor | None:
     if cores < 2:
         return None
     if not _BACKGROUND:
-        _BACKGROUND.append(ProcessPoolExecutor(1, mp_context=get_context("spawn")))
+        pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+        pool.submit(os.getpid)  # the helper starts now (about 2 s on two cores), not at the first CRF
+        _BACKGROUND.append(pool)
     return _BACKGROUND[0]
 
 
