@@ -64,13 +64,9 @@ def load_checkpoint(run_folder: RunFolder, model: OSTEModel, optimizer: torch.op
     finished run keeps no checkpoint (`drop_checkpoint`): it resumes from ``model.pt`` with a new optimiser state."""
     path = run_folder.file(CHECKPOINT)
     if not path.exists() and run_folder.is_finished():
-        try:
-            state = run_folder.load_weights(run_folder.file(FINAL_MODEL), device)
-            model.load_state_dict(state["model"])
-        except (RunError, RuntimeError, KeyError) as exc:
-            raise TrainingError(f"cannot resume from this run: {exc}") from exc
-        log(f"resumed the finished run from {FINAL_MODEL} at iteration {state['iteration']} (the optimiser starts anew)")
-        return int(state["iteration"])
+        iteration, _ = load_weights(run_folder, model, device, action="resume")
+        log(f"resumed the finished run from {FINAL_MODEL} at iteration {iteration} (the optimiser starts anew)")
+        return iteration
     if not path.exists():  # stopped (killed, disk full) before its first checkpoint; cached features are kept
         log(f"{path}: no checkpoint yet; the run starts again from iteration 0")
         return 0
@@ -116,7 +112,8 @@ def load_run_settings(run_folder: RunFolder, cfg: OSTEConfig, folder: LabelledFo
     return saved
 
 
-def load_weights(run_folder: RunFolder, model: OSTEModel, device: torch.device) -> tuple[int, SuggestionState]:
+def load_weights(run_folder: RunFolder, model: OSTEModel, device: torch.device,
+                 action: str = "update") -> tuple[int, SuggestionState]:
     """The run's latest weights (``model.pt``, else ``checkpoint.pt``) into ``model``, for an update: their
     iteration and the suggestion stage's fits (the features are frozen: an update keeps them)."""
     try:
@@ -125,5 +122,5 @@ def load_weights(run_folder: RunFolder, model: OSTEModel, device: torch.device) 
         model.load_state_dict(state["model"])
         suggestion = SuggestionState.from_checkpoint(state)
     except (RunError, RuntimeError, KeyError) as exc:
-        raise TrainingError(f"cannot update from this run: {exc}") from exc
+        raise TrainingError(f"cannot {action} from this run: {exc}") from exc
     return int(state.get("iteration", 0)), suggestion

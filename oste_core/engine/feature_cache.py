@@ -25,8 +25,8 @@ checked against its size times the images still to cache (`plan`); a disk full t
 
 The predictor's cache (``scale`` = ``train.fast_predict_scale``) holds the same stage features of the working-size
 image enlarged by that factor, in ``<run>/features/x<scale>/``: predictions are made there. It keeps no LEM tiles
-(``grids`` empty): the predictor merges the working-size tiles, which cost a third of the backbone's time at that
-scale and measure the same (``docs/EXPERIMENTS.md``, 2026-12-04).
+(``grids`` empty): the predictor merges the working-size tiles instead, which saves two thirds of the backbone's
+time at that scale for 0.3 points on ``mix/`` (``docs/EXPERIMENTS.md``, 2026-12-04 evening).
 """
 from __future__ import annotations
 

@@ -51,11 +51,10 @@ def fit_pixel_probe(predictor: "Predictor", folder: LabelledFolder, samples: lis
         return None
     samples = folder.samples if samples is None else samples
     fit = PixelProbeFit(predictor.num_classes)
-    pending: list[tuple[Callable, torch.Tensor, int]] = []  # the previous photo, its CRF running meanwhile
+    previous = None  # (its suggestion once its CRF ends, its descriptors, its index): the CRF runs meanwhile
 
-    def add_pending() -> None:
-        suggestion_of, descriptors, image = pending.pop()
-        fit.add(descriptors, *suggestion_of(), image=image)
+    def add(started: Callable, descriptors: torch.Tensor, image: int) -> None:
+        fit.add(descriptors, *started(), image=image)
 
     for done, sample in enumerate(samples, start=1):
         if cancel is not None and cancel():
@@ -66,13 +65,13 @@ def fit_pixel_probe(predictor: "Predictor", folder: LabelledFolder, samples: lis
         maps = suggestion_maps(out, tags, predictor.priors, predictor.cfg.model, use_probe=False)
         started = make_suggestion_later(restrict_to_tags(seg_logits, tags), maps, pixels[0], tags, None,
                                         predictor.cfg.model, predictor.crf, verified)
-        if pending:
-            add_pending()
-        pending.append((started, out["descriptors"], done - 1))
+        if previous is not None:
+            add(*previous)
+        previous = (started, out["descriptors"], done - 1)
         if on_progress is not None:
             on_progress(done, len(samples))
-    if pending:
-        add_pending()
+    if previous is not None:
+        add(*previous)
     probe, kept = fit.result(), fit.sample()
     if probe is None or kept is None:
         return None

@@ -152,7 +152,7 @@ def _power(scores: Tensor, power: float) -> Tensor:
     MAF's time at the prediction scale, the squarings a tenth)."""
     exponent = int(power)
     if exponent != power or exponent < 1 or exponent & (exponent - 1):
-        return scores if power == 1 else scores**power
+        return scores**power
     while exponent > 1:
         scores = scores * scores
         exponent //= 2
